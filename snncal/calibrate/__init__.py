@@ -1,0 +1,1 @@
+"""Post-training calibration of a converted SNN (filled in by the calibration pipeline)."""

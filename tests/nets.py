@@ -1,0 +1,58 @@
+"""Tiny models shared by the tests: every construct the converter must handle."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Give BatchNorms non-trivial statistics so folding is really tested."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.3)
+    return model.eval()
+
+
+class Mixed(nn.Module):
+    """BN, inplace module ReLU, functional ReLU, torch.relu, residual +, concat, slicing, pad, pools."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c3 = nn.Conv2d(16, 8, 3, padding=1, bias=False)
+        self.c4 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.AvgPool2d(2)
+        self.head = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        x = self.relu(self.b1(self.c1(x)))
+        y = F.relu(self.b2(self.c2(x)))
+        y = torch.relu(y + x)
+        z = self.relu(self.c3(torch.cat([y, x], 1)))
+        z = self.pool(z)
+        s = F.pad(z[:, :, ::2, ::2], (0, 0, 0, 0, 4, 4))  # option-A shortcut: 8 -> 16 channels
+        z = F.relu(self.c4(z) + s)
+        z = self.head(z)
+        return self.fc(self.drop(z.view(z.size(0), -1)))
+
+
+class Plain(nn.Module):
+    """conv-bn-relu x2 + linear: the smallest realistic CNN."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
+        )
+        self.fc = nn.Linear(8 * 4 * 4, classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.features(x), 1))

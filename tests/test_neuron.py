@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from snncal.neuron import IFNeuron, clip_floor, if_scan
+
+
+@pytest.mark.parametrize("T", [1, 7, 32, 256])
+def test_if_with_constant_input_is_clip_floor(T):
+    x = torch.randn(4096, dtype=torch.float64) * 2
+    th = torch.tensor(0.7, dtype=torch.float64)
+    spikes, _ = if_scan(x, torch.zeros_like(x), th, T)
+    counts = (spikes > 0).sum(0).double()
+    assert torch.equal(counts, torch.clamp(torch.floor(x * T / th), 0, T))
+    assert torch.allclose(spikes.mean(0), clip_floor(x, th, T))
+
+
+def test_initial_potential_enters_clip_floor():
+    x = torch.rand(1000, dtype=torch.float64)
+    v0 = torch.rand(1000, dtype=torch.float64) * 0.5
+    spikes, _ = if_scan(x, v0, torch.tensor(1.0, dtype=torch.float64), 16)
+    assert torch.allclose(spikes.mean(0), clip_floor(x, 1.0, 16, v0))
+
+
+def test_constant_and_repeated_input_agree():
+    x = torch.randn(3, 5)
+    th = torch.tensor(0.5)
+    a, va = if_scan(x, torch.zeros_like(x), th, 9)
+    b, vb = if_scan(x.expand(9, 3, 5), torch.zeros_like(x), th, 9)
+    assert torch.equal(a, b) and torch.equal(va, vb)
+
+
+def test_multi_step_equals_loop_of_single_steps():
+    x = torch.randn(20, 4, 6)
+    th = torch.rand(6) + 0.5  # per channel on the last axis
+    for reset in ("subtract", "zero"):
+        multi, v_multi = if_scan(x, torch.zeros(4, 6), th, 20, reset)
+        v = torch.zeros(4, 6)
+        for t in range(20):
+            s, v = if_scan(x[t : t + 1], v, th, 1, reset)
+            assert torch.equal(s[0], multi[t])
+        assert torch.equal(v, v_multi)
+
+
+def test_reset_to_zero_drops_the_excess():
+    x = torch.full((1,), 1.5)
+    s_sub, v_sub = if_scan(x, torch.zeros(1), torch.tensor(1.0), 2, "subtract")
+    s_zero, v_zero = if_scan(x, torch.zeros(1), torch.tensor(1.0), 2, "zero")
+    assert s_sub.sum() == 2 and v_sub.item() == pytest.approx(1.0)  # 1.5-1, +1.5-1
+    assert s_zero.sum() == 2 and v_zero.item() == 0.0
+
+
+def test_threshold_shift_adds_half_a_threshold_over_T():
+    neuron = IFNeuron(1.0, shift=True)
+    x = torch.full((1,), 0.49)
+    spikes, _ = neuron.scan(x, torch.zeros(1), 100, 100)
+    assert spikes.sum().item() == 49  # floor(49 + 0.5)
+    spikes, _ = neuron.scan(x, torch.zeros(1), 100, 100)
+    plain, _ = IFNeuron(1.0).scan(torch.full((1,), 0.485), torch.zeros(1), 100, 100)
+    assert plain.sum().item() == 48
+
+
+def test_neuron_refuses_stand_alone_forward_and_bad_reset():
+    with pytest.raises(RuntimeError, match="simulate"):
+        IFNeuron()(torch.zeros(1))
+    with pytest.raises(ValueError, match="reset must be one of"):
+        IFNeuron(reset="hard")

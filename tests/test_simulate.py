@@ -1,0 +1,93 @@
+import torch
+from nets import Mixed, Plain, randomize_bn
+
+import snncal
+from snncal.neuron import if_scan
+from snncal.simulate import poisson
+
+
+def _convert(model, x, **kw):
+    return snncal.convert(model, x, threshold="max", **kw)
+
+
+def test_mixed_cnn_agrees_with_ann_at_large_T():
+    model = randomize_bn(Mixed())
+    x = torch.rand(16, 3, 16, 16)
+    snn = _convert(model, x, T=4096)
+    assert len(snn.neurons()) == 7
+    ann = model(x)
+    torch.testing.assert_close(snn.ann(x), ann, atol=1e-5, rtol=1e-5)
+    err = (snn(x) - ann).abs().max() / ann.abs().max()
+    assert err < 0.01
+    assert (snn.simulate(x, T=64) - ann).abs().max() / ann.abs().max() > err  # error shrinks with T
+
+
+def test_chunked_and_unchunked_simulation_agree_exactly():
+    model = randomize_bn(Mixed())
+    x = torch.rand(4, 3, 16, 16)
+    snn = _convert(model, x, T=37)
+    whole = snn.simulate(x, every_step=True)
+    snn.max_batch = 3 * len(x)  # chunks of 3 steps, the last one shorter
+    chunked = snn.simulate(x, every_step=True)
+    # identical spikes; only BLAS rounding of different batch sizes may differ (one spike would
+    # move an output by ~1e-3)
+    torch.testing.assert_close(whole, chunked, atol=1e-6, rtol=0)
+    snn.max_batch = 1
+    torch.testing.assert_close(whole, snn.simulate(x, every_step=True), atol=1e-6, rtol=0)
+
+
+def test_every_step_gives_the_output_of_every_shorter_simulation():
+    model = randomize_bn(Mixed())
+    x = torch.rand(4, 3, 16, 16)
+    snn = _convert(model, x, T=20)
+    steps = snn.simulate(x, every_step=True)
+    assert steps.shape == (20, 4, 10)
+    for t in (1, 7, 20):
+        torch.testing.assert_close(steps[t - 1], snn.simulate(x, T=t), atol=1e-6, rtol=1e-6)
+
+
+def test_engine_equals_a_hand_written_loop_over_single_steps():
+    model = randomize_bn(Plain())
+    x = torch.rand(5, 3, 8, 8)
+    snn = _convert(model, x, T=12)
+    g = snn.graph
+    n1, n2 = snn.neurons().values()
+    v1 = torch.zeros(5, 8, 8, 8)
+    v2 = torch.zeros(5, 8, 4, 4)
+    total = 0
+    for _ in range(12):
+        s1, v1 = if_scan(g.get_submodule("features.0")(x)[None], v1, n1.threshold, 1)
+        s2, v2 = if_scan(g.get_submodule("features.3")(s1[0])[None], v2, n2.threshold, 1)
+        total = total + g.fc(torch.flatten(s2[0], 1))
+    torch.testing.assert_close(snn(x), total / 12, atol=1e-5, rtol=1e-5)
+
+
+def test_first_layer_current_is_computed_once():
+    model = randomize_bn(Plain())
+    x = torch.rand(4, 3, 8, 8)
+    snn = _convert(model, x, T=16)
+    snn.max_batch = 4 * 4  # four chunks
+    calls = []
+    first, second = snn.graph.get_submodule("features.0"), snn.graph.get_submodule("features.3")
+    first.register_forward_hook(lambda m, i, o: calls.append(("first", i[0].shape[0])))
+    second.register_forward_hook(lambda m, i, o: calls.append(("second", i[0].shape[0])))
+    snn(x)
+    assert calls.count(("first", 4)) == 1 and len([c for c in calls if c[0] == "first"]) == 1
+    assert calls.count(("second", 16)) == 4  # the rest runs on [steps * N, ...] per chunk
+
+
+def test_poisson_encoding_is_unbiased_and_runs():
+    x = torch.randn(2, 3, 4, 4)
+    spikes = poisson(x, 4000, torch.Generator().manual_seed(0)).view(4000, *x.shape)
+    assert (spikes.mean(0) - x).abs().max() < 0.15
+    model = randomize_bn(Plain())
+    snn = _convert(model, torch.rand(4, 3, 8, 8), T=8, encoding="poisson")
+    assert snn(torch.rand(4, 3, 8, 8)).shape == (4, 10)
+
+
+def test_state_is_named_tensors():
+    model = randomize_bn(Mixed())
+    snn = _convert(model, torch.rand(4, 3, 16, 16), T=8, per_channel=True)
+    keys = set(snn.state_dict())
+    assert {"graph.relu.threshold", "graph.relu.v0", "graph.pool_if.threshold"} <= keys
+    assert snn.neurons()["relu"].threshold.shape == (8, 1, 1)
