@@ -12,6 +12,7 @@ from torch import Tensor, fx, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import observers as obs
+from .calibrate import calibrate, method_steps
 from .graph import is_activation, prepare
 from .neuron import RESETS, IFNeuron
 from .simulate import ENCODINGS, SpikingNetwork
@@ -40,6 +41,11 @@ class ConvertConfig:
         seed: draws the calibration images (when ``calib_data`` is a Dataset or a tensor) and seeds
             calibration; the same seed gives the same network.
         max_batch: largest time-folded batch ``steps * N`` in simulation (bounds memory).
+        weight_iters: Adam iterations of weight calibration per layer.
+        weight_lr: its learning rate (cosine-decayed).
+        weight_batch: its minibatch of calibration images.
+        cache_gb: memory for the bit-packed spike trains of the calibration sweep; beyond it
+            they are spilled to a temporary directory.
     """
 
     T: int = 32
@@ -56,6 +62,10 @@ class ConvertConfig:
     batch_size: int = 128
     seed: int = 0
     max_batch: int = 4096
+    weight_iters: int = 300
+    weight_lr: float = 1e-4
+    weight_batch: int = 64
+    cache_gb: float = 2.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -66,6 +76,7 @@ class ConvertConfig:
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        method_steps(self.method)  # raises on an unknown method
         if self.T < 1:
             raise ValueError(f"T must be >= 1, got {self.T}")
 
@@ -211,8 +222,5 @@ def convert(
     thresholds = observe_thresholds(ann, batches, cfg)
     snn = SpikingNetwork(to_spiking(ann, thresholds, cfg), cfg.T, cfg.encoding, cfg.max_batch)
     log.info("converted %s: %d IF neurons", type(model).__name__, len(snn.neurons()))
-    if cfg.method != "none":
-        from .calibrate import calibrate
-
-        calibrate(snn, batches, cfg)
+    snn.calibration = calibrate(snn, batches, cfg)
     return snn

@@ -189,6 +189,7 @@ class SpikingNetwork(nn.Module):
         super().__init__()
         self.graph = graph
         self.T, self.encoding, self.max_batch = T, encoding, max_batch
+        self.calibration = None  # CalibrationReport of the conversion, if any
 
     def neurons(self) -> dict[str, IFNeuron]:
         """Neurons in graph order, by module name."""

@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+# Tiny test models gain nothing from threads, and threads thrash on a shared 2-core machine.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -1,0 +1,74 @@
+"""Compact storage of spike trains for the calibration sweep.
+
+A neuron's output for the calibration set is binary, ``[T, N, *shape]``; stored bit-packed it costs
+``T * N * prod(shape) / 8`` bytes. Minibatches that would push the in-memory total past a budget are
+spilled to a temporary directory and streamed back, so a large set is slower, never a failure.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+_BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+
+def pack(spikes: Tensor) -> Tensor:
+    """Bool tensor -> uint8 tensor of ``ceil(numel / 8)`` bytes."""
+    flat = spikes.reshape(-1)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    bits = flat.view(-1, 8).to(torch.uint8)
+    return (bits * _BITS.to(bits.device)).sum(1, dtype=torch.uint8)
+
+
+def unpack(packed: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Inverse of :func:`pack`: a bool tensor of ``shape``."""
+    bits = (packed[:, None] & _BITS.to(packed.device)) != 0
+    return bits.view(-1)[: math.prod(shape)].view(shape)
+
+
+@dataclass
+class SpikeStore:
+    """Spike trains of one neuron, one entry per calibration minibatch, packed in memory or on disk.
+
+    ``budget`` is shared by all stores of a sweep (a one-element list of bytes left) so that the
+    total in memory stays under it.
+    """
+
+    budget: list[int]
+    spill_dir: str
+    entries: list[tuple[Tensor | str, tuple[int, ...]]] = field(default_factory=list)
+
+    def append(self, spikes: Tensor) -> None:
+        packed = pack(spikes)
+        nbytes = packed.numel()
+        if nbytes <= self.budget[0]:
+            self.budget[0] -= nbytes
+            self.entries.append((packed, tuple(spikes.shape)))
+        else:
+            fd, path = tempfile.mkstemp(suffix=".pt", dir=self.spill_dir)
+            os.close(fd)
+            torch.save(packed.cpu(), path)
+            self.entries.append((path, tuple(spikes.shape)))
+
+    def load(self, index: int, device: torch.device | str = "cpu") -> Tensor:
+        """Spikes of minibatch ``index`` as a bool tensor ``[T, B, ...]``."""
+        packed, shape = self.entries[index]
+        if isinstance(packed, str):
+            packed = torch.load(packed)
+        return unpack(packed.to(device), shape)
+
+    def free(self) -> None:
+        for packed, _ in self.entries:
+            if isinstance(packed, str):
+                os.remove(packed)
+            else:
+                self.budget[0] += packed.numel()
+        self.entries.clear()

@@ -1,0 +1,184 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from nets import Mixed, Plain, randomize_bn
+from torch import nn
+
+import snncal
+from snncal.calibrate import method_steps
+from snncal.calibrate.store import SpikeStore, pack, unpack
+from snncal.calibrate.sweep import Sweep
+from snncal.graph import prepare
+from snncal.simulate import _Chunk, simulate
+
+
+class OneLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 8 * 8, 4)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(x)).flatten(1))
+
+
+class Residual(nn.Module):
+    """Stem + `blocks` residual blocks (conv-relu-conv + identity, relu) + linear head."""
+
+    def __init__(self, blocks: int = 1):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1) for _ in range(2 * blocks))
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        for a, b in zip(self.convs[::2], self.convs[1::2]):
+            x = F.relu(b(F.relu(a(x))) + x)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def _layer_error(snn, x, name, ann_graph=None):
+    """Rate and ANN activation of neuron `name`, by full simulation (ANN of `ann_graph` if given)."""
+    rec = {}
+
+    class Rec(_Chunk):
+        def _neuron(self, target, inp, temporal):
+            out = super()._neuron(target, inp, temporal)
+            if target == name:
+                rec["out"] = out.view(self.steps, -1, *out.shape[1:]).mean(0)
+                rec["current"] = inp.view(self.steps, -1, *inp.shape[1:]).mean(0) if temporal else inp
+            return out
+
+    class AnnRec(torch.fx.Interpreter):
+        def call_module(self, target, args, kwargs):
+            mod = self.submodules[target]
+            if isinstance(mod, (snncal.IFNeuron, nn.ReLU)):
+                out = F.relu(args[0])
+                if target == name:
+                    rec["ann"] = out
+                return out
+            return super().call_module(target, args, kwargs)
+
+    Rec(snn.graph, snn.T, snn.T, {}, {}, True).run(x)
+    AnnRec(ann_graph if ann_graph is not None else snn.graph).run(x)
+    return rec["out"], rec["ann"], rec["current"]
+
+
+def test_bias_correction_zeroes_the_channel_error_of_a_one_layer_net():
+    model = OneLayer()
+    x = torch.rand(256, 3, 8, 8)
+    errors = {}
+    for method in ("none", "light"):
+        snn = snncal.convert(model, x, T=32, method=method)
+        rate, ann, _ = _layer_error(snn, x, "relu", ann_graph=prepare(model, x))
+        errors[method] = (rate - ann).mean((0, 2, 3)).abs().max().item()
+    assert errors["light"] < errors["none"] / 5 and errors["light"] < 2e-3
+
+
+def test_potential_correction_zeroes_the_element_error():
+    model = OneLayer()
+    x = torch.rand(256, 3, 8, 8)
+    errors = {}
+    for method in ("none", "potential"):
+        snn = snncal.convert(model, x, T=32, method=method)
+        rate, ann, _ = _layer_error(snn, x, "relu", ann_graph=prepare(model, x))
+        errors[method] = (rate - ann).mean(0).abs().mean().item()
+    assert errors["potential"] < errors["none"] / 3
+    assert snn.neurons()["relu"].v0.shape == (6, 8, 8)
+
+
+def test_weight_calibration_lowers_the_layer_loss():
+    model = randomize_bn(Plain())
+    snn = snncal.convert(model, torch.rand(128, 3, 8, 8), T=8, method="weight", weight_iters=60)
+    losses = [layer.weight_loss for layer in snn.calibration.layers]
+    assert len(losses) == 2 and all(after < before for before, after in losses)
+
+
+def test_calibration_improves_the_network_output():
+    model = randomize_bn(Mixed())
+    x = torch.rand(256, 3, 16, 16)
+    ann = model(x)
+    mse = {
+        m: ((snncal.convert(model, x, T=16, method=m, weight_iters=40)(x) - ann) ** 2).mean()
+        for m in ("none", "light", "advanced")
+    }
+    assert mse["advanced"] < mse["light"] < mse["none"] / 2
+
+
+def _naive_light(model, x, T):
+    """Reference: re-simulate the whole network for every layer it calibrates (the O(L^2) way)."""
+    snn = snncal.convert(model, x, T=T, method="none")
+    original = copy.deepcopy(snn.graph)
+    convs = {"relu": "stem", "relu_1": "convs.0", "relu_2": "convs.1"}
+    convs["adaptive_avg_pool2d_if"] = "adaptive_avg_pool2d"
+    for name, neuron in snn.neurons().items():
+        rate, ann, current = _layer_error(snn, x, name, original)
+        gain = ((current > 0) & (current < neuron.threshold)).float().mean((0, 2, 3))
+        conv = snn.graph.get_submodule(convs[name])
+        conv.bias.data -= (rate - ann).mean((0, 2, 3)) / gain.clamp_min(0.05)
+    return snn
+
+
+def test_sequential_sweep_equals_naive_resimulation_with_a_residual_block():
+    model = Residual(blocks=1)
+    x = torch.rand(64, 3, 8, 8)
+    fast = snncal.convert(model, x, T=16, method="light", max_batch=64 * 16)
+    slow = _naive_light(model, x, 16)
+    for key, value in slow.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[key], value, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["light", "advanced"])
+def test_sweep_cost_is_linear_in_depth(method):
+    x = torch.rand(32, 3, 8, 8)
+    runs = {}
+    for blocks in (1, 2, 4, 8):
+        snn = snncal.convert(Residual(blocks), x, T=4, method=method, weight_iters=3)
+        runs[blocks] = snn.calibration.node_runs
+    per_block = [(runs[b] - runs[1]) / (b - 1) for b in (2, 4, 8)]
+    assert per_block[0] == per_block[1] == per_block[2]  # each block costs the same, however deep
+
+
+def test_same_seed_same_network_and_other_seed_other_images():
+    model = randomize_bn(Plain())
+    data = torch.utils.data.TensorDataset(torch.rand(300, 3, 8, 8), torch.zeros(300))
+    a = snncal.convert(model, data, T=8, method="advanced", num_images=64, seed=3, weight_iters=5)
+    b = snncal.convert(model, data, T=8, method="advanced", num_images=64, seed=3, weight_iters=5)
+    c = snncal.convert(model, data, T=8, method="advanced", num_images=64, seed=4, weight_iters=5)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_methods_and_steps():
+    assert method_steps("light") == ("bias",)
+    assert method_steps("advanced") == ("weight", "bias", "potential")
+    assert method_steps("potential+bias") == ("bias", "potential")
+    with pytest.raises(ValueError, match="unknown method 'heavy'"):
+        snncal.convert(Plain(), torch.rand(4, 3, 8, 8), method="heavy")
+
+
+def test_spike_store_round_trips_in_memory_and_spilled(tmp_path):
+    spikes = torch.rand(3, 5, 7, 2) > 0.5
+    assert torch.equal(unpack(pack(spikes), spikes.shape), spikes)
+    budget = [pack(spikes).numel()]  # room for exactly one minibatch
+    store = SpikeStore(budget, str(tmp_path))
+    store.append(spikes)
+    store.append(~spikes)
+    assert budget == [0] and len(list(tmp_path.iterdir())) == 1
+    assert torch.equal(store.load(0), spikes) and torch.equal(store.load(1), ~spikes)
+    store.free()
+    assert budget == [pack(spikes).numel()] and not list(tmp_path.iterdir())
+
+
+def test_spilling_gives_the_same_network():
+    model = Residual(blocks=1)
+    x = torch.rand(64, 3, 8, 8)
+    a = snncal.convert(model, x, T=8, method="light", max_batch=8 * 16)
+    b = snncal.convert(model, x, T=8, method="light", max_batch=8 * 16, cache_gb=0.0)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    assert torch.equal(simulate(a.graph, x, 8), simulate(b.graph, x, 8))
+    assert isinstance(Sweep, type)
