@@ -43,23 +43,21 @@ def if_scan(
         Spikes scaled by ``Vth`` as ``[steps, N, ...]`` and the final potential.
     """
     constant = x.dim() == v.dim()
-    v = v.clone()
-    if constant and not (isinstance(bias, float) and bias == 0.0):
+    no_bias = isinstance(bias, float) and bias == 0.0
+    if constant and not no_bias:
         x = x + bias
-    spikes = torch.empty((steps, *v.shape), dtype=torch.bool, device=v.device)
+    v = v.clone()
+    spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)  # 0/1, scaled at the end
     for t in range(steps):
-        if constant:
-            v.add_(x)
-        else:
-            v.add_(x[t])
-            if not (isinstance(bias, float) and bias == 0.0):
-                v.add_(bias)
+        v.add_(x if constant else x[t])
+        if not (constant or no_bias):
+            v.add_(bias)
         s = torch.ge(v, threshold, out=spikes[t])
         if reset == "subtract":
-            v.sub_(s * threshold)
+            v.addcmul_(s, threshold, value=-1)
         else:
-            v.masked_fill_(s, 0.0)
-    return spikes.to(v.dtype).mul_(threshold), v
+            v.mul_(1 - s)
+    return spikes.mul_(threshold), v
 
 
 class IFNeuron(nn.Module):

@@ -119,7 +119,7 @@ def simulate(
     *,
     every_step: bool = False,
     encoding: str = "direct",
-    max_batch: int = 4096,
+    max_batch: int = 256,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Run the spiking graph ``gm`` on input ``x`` ``[N, ...]`` for ``T`` steps.
@@ -184,7 +184,7 @@ class SpikingNetwork(nn.Module):
     """
 
     def __init__(
-        self, graph: fx.GraphModule, T: int, encoding: str = "direct", max_batch: int = 4096
+        self, graph: fx.GraphModule, T: int, encoding: str = "direct", max_batch: int = 256
     ) -> None:
         super().__init__()
         self.graph = graph

@@ -172,6 +172,9 @@ def test_spike_store_round_trips_in_memory_and_spilled(tmp_path):
     assert torch.equal(store.load(0), spikes) and torch.equal(store.load(1), ~spikes)
     store.free()
     assert budget == [pack(spikes).numel()] and not list(tmp_path.iterdir())
+    roomy = SpikeStore([10**6], str(tmp_path))
+    roomy.append(spikes)
+    assert roomy.entries[0][0].dtype == torch.bool and torch.equal(roomy.load(0), spikes)
 
 
 def test_spilling_gives_the_same_network():

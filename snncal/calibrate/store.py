@@ -1,8 +1,9 @@
 """Compact storage of spike trains for the calibration sweep.
 
-A neuron's output for the calibration set is binary, ``[T, N, *shape]``; stored bit-packed it costs
-``T * N * prod(shape) / 8`` bytes. Minibatches that would push the in-memory total past a budget are
-spilled to a temporary directory and streamed back, so a large set is slower, never a failure.
+A neuron's output for the calibration set is binary, ``[T, N, *shape]``: ``T * N * prod(shape)``
+bytes as bool, an eighth of that bit-packed. Each minibatch is kept as bool while the sweep's
+in-memory total stays under its budget (fastest to read back), else bit-packed, else spilled to a
+temporary directory and streamed back, so a large set is slower, never a failure.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class SpikeStore:
     entries: list[tuple[Tensor | str, tuple[int, ...]]] = field(default_factory=list)
 
     def append(self, spikes: Tensor) -> None:
+        """Keep a bool minibatch ``[T, B, ...]``."""
+        if spikes.numel() <= self.budget[0] // 2:  # leave room for the packed layers after it
+            self.budget[0] -= spikes.numel()
+            self.entries.append((spikes, tuple(spikes.shape)))
+            return
         packed = pack(spikes)
         nbytes = packed.numel()
         if nbytes <= self.budget[0]:
@@ -63,6 +69,8 @@ class SpikeStore:
         packed, shape = self.entries[index]
         if isinstance(packed, str):
             packed = torch.load(packed)
+        if packed.dtype == torch.bool:
+            return packed.to(device)
         return unpack(packed.to(device), shape)
 
     def free(self) -> None:

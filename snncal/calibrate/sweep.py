@@ -24,6 +24,11 @@ from .store import SpikeStore
 log = logging.getLogger("snncal")
 
 
+def _as_float(spikes: Tensor) -> Tensor:
+    """Bool -> float32, through uint8 (several times faster than a direct bool cast on CPU)."""
+    return spikes.view(torch.uint8).to(torch.float32)
+
+
 @dataclass
 class Segment:
     """The ops that compute one neuron's input current from earlier neurons and the input."""
@@ -157,7 +162,7 @@ class Sweep:
         images: Tensor,
         T: int,
         *,
-        max_batch: int = 4096,
+        max_batch: int = 256,
         encoding: str = "direct",
         cache_bytes: int = 2 << 30,
         seed: int = 0,
@@ -206,7 +211,7 @@ class Sweep:
             else:
                 th = self.gm.get_submodule(n.target).threshold
                 store = self.spikes[n]
-                rates = [store.load(b, self.images.device).float().mean(0) for b in range(len(self.slices))]
+                rates = [_as_float(store.load(b, self.images.device)).mean(0) for b in range(len(self.slices))]
                 out[n] = torch.cat(rates) * th
         return out
 
@@ -223,7 +228,7 @@ class Sweep:
             else:
                 th = self.gm.get_submodule(n.target).threshold
                 s = self.spikes[n].load(b, self.images.device)
-                values[n] = (s.to(th.dtype) * th).flatten(0, 1)
+                values[n] = _as_float(s).mul_(th).flatten(0, 1)
                 temporal.add(n)
         return values, temporal
 
@@ -242,10 +247,12 @@ class Sweep:
         for b, index in enumerate(self.slices):
             current, temporal = self.run_segment(seg, *self.snn_inputs(seg, b))
             x = current.view(self.T, -1, *current.shape[1:]) if temporal else current
-            out, _ = neuron.scan(x, neuron.init_state(x[0] if temporal else x), self.T, self.T)
-            err = out.mean(0) - target[index]
-            mean_current = (x.mean(0) if temporal else x) + neuron.v0 / self.T
-            linear = (mean_current > 0) & (mean_current < neuron.threshold)
+            out, v = neuron.scan(x, neuron.init_state(x[0] if temporal else x), self.T, self.T)
+            rate = out.mean(0)
+            err = rate - target[index]
+            # mean input current + v(0)/T, from the final potential: sum(x) = v(T) - v(0) + Vth * count
+            drive = v / self.T + rate
+            linear = (drive > 0) & (drive < neuron.threshold)
             stats.error_sum += err.sum(0)
             stats.linear_sum += linear.sum(0)
             stats.sq_sum += float((err**2).sum())

@@ -1,0 +1,83 @@
+"""Calibration cost: time per layer of the light pipeline against depth, and against simulation.
+
+For He et al.'s CIFAR ResNets of depth 20, 32 and 56 (same width) it prints the light pipeline's
+seconds per IF layer, which must stay flat as depth grows (one sweep, no re-simulation), and for the
+first model the ratio calibration time / time of one T-step simulation of the same images.
+Example (the record in docs/benchmarks.md):
+
+    python benchmarks/calibration.py --models resnet20_he resnet32_he resnet56_he --images 1024 --T 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import snncal
+import snncal.calibrate
+import snncal.models
+from snncal.convert import calibration_batches, make_config, observe_thresholds, to_spiking
+from snncal.graph import prepare
+from snncal.simulate import SpikingNetwork
+
+
+def images_for(n: int, data: str | None) -> torch.Tensor:
+    """``n`` CIFAR-10 training images from an ImageFolder copy, or uniform noise of that shape."""
+    if data is None:
+        return torch.rand(n, 3, 32, 32)
+    from snncal.data import build_dataset, calibration_subset
+
+    subset = calibration_subset(build_dataset("cifar10", data, "train", augment="none"), n, seed=0)
+    return torch.stack([subset[i][0] for i in range(len(subset))])
+
+
+def measure(name: str, x: torch.Tensor, T: int, method: str) -> dict:
+    torch.manual_seed(0)
+    model = snncal.models.create(name, num_classes=10).eval()
+    cfg = make_config(T=T, method=method, num_images=len(x))
+    batches = calibration_batches(x, cfg.num_images, cfg.batch_size, cfg.seed)
+    t0 = time.perf_counter()
+    ann = prepare(model, batches[0])
+    thresholds = observe_thresholds(ann, batches, cfg)
+    t_thresholds = time.perf_counter() - t0
+    snn = SpikingNetwork(to_spiking(ann, thresholds, cfg), T, max_batch=cfg.max_batch)
+    t0 = time.perf_counter()
+    report = snncal.calibrate.calibrate(snn, batches, cfg)
+    t_calib = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for b in batches:
+        snn.simulate(b)
+    t_sim = time.perf_counter() - t0
+    layers = len(report.layers)
+    return {
+        "model": name, "layers": layers, "thresholds_s": t_thresholds, "calibrate_s": t_calib,
+        "per_layer_s": (t_thresholds + t_calib) / layers, "simulate_s": t_sim,
+        "ratio": (t_thresholds + t_calib) / t_sim,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["resnet20_he", "resnet32_he", "resnet56_he"])
+    p.add_argument("--images", type=int, default=1024)
+    p.add_argument("--T", type=int, default=32)
+    p.add_argument("--method", default="light")
+    p.add_argument("--data", default=None, help="CIFAR-10 ImageFolder root (default: noise)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    x = images_for(args.images, args.data)
+    print(f"{args.method} pipeline, {args.images} images, T={args.T}, {args.threads} threads")
+    print("| model | IF layers | thresholds (s) | calibration (s) | s / layer | "
+          "one simulation (s) | (thresholds + calibration) / simulation |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models:
+        r = measure(name, x, args.T, args.method)
+        print(f"| {name} | {r['layers']} | {r['thresholds_s']:.1f} | {r['calibrate_s']:.1f} | "
+              f"{r['per_layer_s']:.2f} | {r['simulate_s']:.1f} | {r['ratio']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

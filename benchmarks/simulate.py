@@ -1,0 +1,98 @@
+"""Simulation cost: time(SNN, T) / (T x time(ANN forward)), and peak memory against T.
+
+Both timings come from the same process and the same input, so the ratio holds on a busy machine.
+Peak memory is the peak resident set of a fresh subprocess per (model, T), above its baseline after
+building the network. Example (the record in docs/benchmarks.md):
+
+    python benchmarks/simulate.py --models vgg16_bn resnet20 resnet20_he --batch 64 --T 32 \
+        --memory-T 32 256 2048 --memory-models resnet20_he vgg16_bn:0.25
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import statistics
+import time
+
+import torch
+
+import snncal
+import snncal.models
+
+
+def build(spec: str, batch: int, T: int) -> tuple[torch.nn.Module, snncal.SpikingNetwork, torch.Tensor]:
+    """``name`` or ``name:width`` -> (ANN in eval mode, its SNN with max thresholds, an input batch)."""
+    name, _, width = spec.partition(":")
+    torch.manual_seed(0)
+    model = snncal.models.create(name, num_classes=10, width=float(width or 1)).eval()
+    x = torch.rand(batch, 3, 32, 32)
+    snn = snncal.convert(model, x, T=T, threshold="max", num_images=batch)
+    return model, snn, x
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def speed(spec: str, batch: int, T: int, repeats: int) -> dict:
+    model, snn, x = build(spec, batch, T)
+    ann = _median_time(lambda: model(x), repeats * 3)
+    sim = _median_time(lambda: snn.simulate(x, T=T), repeats)
+    return {"model": spec, "T": T, "ann_s": ann, "snn_s": sim, "ratio": sim / (T * ann)}
+
+
+def _peak_rss(spec: str, batch: int, T: int, queue: mp.Queue) -> None:
+    torch.set_num_threads(queue.get())
+    _, snn, x = build(spec, batch, T)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.no_grad():
+        snn.simulate(x, T=T)
+    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+
+
+def peak_memory_mb(spec: str, batch: int, T: int) -> float:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    queue.put(torch.get_num_threads())
+    proc = ctx.Process(target=_peak_rss, args=(spec, batch, T, queue))
+    proc.start()
+    proc.join()
+    return queue.get()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["vgg16_bn", "resnet20", "resnet20_he"])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--T", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--memory-T", type=int, nargs="*", default=[32, 256, 2048])
+    p.add_argument("--memory-models", nargs="*", default=["resnet20_he"])
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}")
+    print("| model | T | ANN forward (s) | SNN simulate (s) | SNN / (T x ANN) |")
+    print("|---|---|---|---|---|")
+    for spec in args.models:
+        r = speed(spec, args.batch, args.T, args.repeats)
+        print(f"| {spec} | {r['T']} | {r['ann_s']:.4f} | {r['snn_s']:.3f} | {r['ratio']:.2f} |", flush=True)
+    if args.memory_T:
+        print("\n| model | " + " | ".join(f"peak MB, T={T}" for T in args.memory_T) + " |")
+        print("|---|" + "---|" * len(args.memory_T))
+        for spec in args.memory_models:
+            mems = [peak_memory_mb(spec, args.batch, T) for T in args.memory_T]
+            print(f"| {spec} | " + " | ".join(f"{m:.0f}" for m in mems) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
