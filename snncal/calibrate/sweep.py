@@ -210,8 +210,8 @@ class Sweep:
                 out[n] = self.images
             else:
                 th = self.gm.get_submodule(n.target).threshold
-                store = self.spikes[n]
-                rates = [_as_float(store.load(b, self.images.device)).mean(0) for b in range(len(self.slices))]
+                store, dev = self.spikes[n], self.images.device
+                rates = [_as_float(store.load(b, dev)).mean(0) for b in range(len(self.slices))]
                 out[n] = torch.cat(rates) * th
         return out
 
