@@ -250,7 +250,7 @@ _LINEAR_MODULES = (
 _LINEAR_FUNCS = {
     operator.add, operator.sub, operator.neg, operator.getitem, operator.floordiv, torch.add,
     torch.sub, torch.cat, torch.flatten, torch.reshape, torch.chunk, torch.split, torch.squeeze,
-    torch.unsqueeze, F.pad, F.avg_pool2d, F.avg_pool1d, F.adaptive_avg_pool2d, F.linear, F.conv2d,
+    torch.unsqueeze, torch.transpose, torch.permute, F.pad, F.avg_pool2d, F.avg_pool1d, F.adaptive_avg_pool2d, F.linear, F.conv2d,
     F.conv1d, torch.mean, getattr,
 }
 _SCALAR_FUNCS = {operator.mul, operator.truediv, torch.mul}  # linear only with a constant factor
@@ -279,7 +279,10 @@ def _op_name(gm: fx.GraphModule, node: fx.Node) -> tuple[str, object]:
 
 def check_supported(gm: fx.GraphModule) -> None:
     """Raise one clear :class:`ConversionError` for the first op that is not linear or a ReLU."""
+    dynamic: set[fx.Node] = set()  # values that depend on the input (not constants)
     for node in gm.graph.nodes:
+        if node.op == "placeholder" or any(a in dynamic for a in node.all_input_nodes):
+            dynamic.add(node)
         if node.op in ("placeholder", "output", "get_attr"):
             continue
         ok = (
@@ -288,8 +291,7 @@ def check_supported(gm: fx.GraphModule) -> None:
             or (node.op == "call_method" and node.target in _LINEAR_METHODS)
         )
         if node.target in _SCALAR_FUNCS or node.target in ("mul", "div"):
-            tensors = [a for a in node.args if isinstance(a, fx.Node) and "tensor_meta" in a.meta]
-            ok = len(tensors) <= 1
+            ok = sum(a in dynamic for a in node.args if isinstance(a, fx.Node)) <= 1
         if node.target is torch.cat and _arg(node, 1, "dim", 0) == 0:
             ok = False  # batch (and time) live in dim 0
         if not ok:

@@ -9,7 +9,7 @@ import traceback
 import torch
 from torch import fx, nn
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)')
 
 
@@ -18,7 +18,7 @@ class ConversionError(ValueError):
 
 
 def _is_user_file(filename: str) -> bool:
-    return not filename.startswith(_TORCH_DIR) and "/snncal/" not in filename.replace(os.sep, "/")
+    return not filename.startswith(_TORCH_DIR) and "<" not in filename
 
 
 def user_frame_from_text(stack_trace: str | None) -> str:
