@@ -92,7 +92,7 @@ class _Chunk(fx.Interpreter):
         """``x.size()`` of a static ``[N, ...]`` value, as the ``[steps * N, ...]`` value sees it."""
         x = args[0]
         if isinstance(x, Tensor):
-            args = (_repeat(x[:1], self.steps * x.shape[0]), *args[1:])
+            args = (x[:1].expand(self.steps * x.shape[0], *x.shape[1:]), *args[1:])
         return getattr(self, n.op)(n.target, args, kwargs)
 
     def _neuron(self, name: str, x: Tensor, temporal: bool) -> Tensor:

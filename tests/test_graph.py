@@ -145,3 +145,9 @@ def test_user_model_is_not_modified():
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_hardtanh_that_is_not_a_relu_is_refused():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardtanh(-1.0, 1.0))
+    with pytest.raises(ConversionError, match="module Hardtanh"):
+        prepare(model, torch.randn(1, 3, 5, 5))

@@ -22,7 +22,6 @@ log = logging.getLogger("snncal")
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_ACT = (nn.ReLU, nn.Hardtanh)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -60,7 +59,8 @@ def _finish(gm: fx.GraphModule) -> fx.GraphModule:
 
 def is_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
     """True for the canonical activation nodes (the ones that become IF neurons)."""
-    return isinstance(_module(gm, node), _ACT)
+    mod = _module(gm, node)
+    return isinstance(mod, nn.ReLU) or (isinstance(mod, nn.Hardtanh) and mod.min_val == 0.0)
 
 
 # ----------------------------------------------------------------------------- passes
@@ -245,7 +245,7 @@ def avgpool_to_dwconv(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModu
 _LINEAR_MODULES = (
     *_CONV, *_BN, nn.Linear, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Unflatten, nn.Identity,
-    nn.ZeroPad2d, nn.ConstantPad2d, *_ACT,
+    nn.ZeroPad2d, nn.ConstantPad2d,
 )
 _LINEAR_FUNCS = {
     operator.add, operator.sub, operator.neg, operator.getitem, operator.floordiv, torch.add,
@@ -286,7 +286,8 @@ def check_supported(gm: fx.GraphModule) -> None:
         if node.op in ("placeholder", "output", "get_attr"):
             continue
         ok = (
-            (node.op == "call_module" and isinstance(_module(gm, node), _LINEAR_MODULES))
+            is_activation(gm, node)
+            or (node.op == "call_module" and isinstance(_module(gm, node), _LINEAR_MODULES))
             or (node.op == "call_function" and node.target in _LINEAR_FUNCS)
             or (node.op == "call_method" and node.target in _LINEAR_METHODS)
         )

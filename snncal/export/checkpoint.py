@@ -1,0 +1,177 @@
+"""Spiking-network checkpoints: safetensors weights + JSON metadata, written atomically.
+
+An SNN checkpoint named ``PATH`` is two files, like an ANN checkpoint of :mod:`snncal.io`:
+
+* ``PATH.safetensors``: ``snn.state_dict()`` (folded and calibrated weights, neuron ``threshold``
+  and ``v0`` buffers), with the metadata embedded as JSON in the header (key ``"snncal"``);
+* ``PATH.json``: the same metadata, pretty-printed.
+
+The metadata holds ``ann`` (the ANN's architecture metadata, as in an ANN checkpoint: ``arch``,
+``num_classes``, ``width``, ``model_kwargs``, ``normalize``, ...), ``config`` (the
+:class:`~snncal.ConvertConfig`), ``input_shape`` (one example input without the batch dimension)
+and ``calibration`` (the :class:`~snncal.calibrate.CalibrationReport`). :func:`load_snn` rebuilds
+the graph from the model registry and loads the tensors, so no pickled code is involved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from ..calibrate import CalibrationReport, LayerReport
+from ..convert import ConvertConfig, make_config, to_spiking
+from ..graph import prepare
+from ..io import atomic_write_bytes, atomic_write_json, checkpoint_paths
+from ..results import to_plain
+from ..simulate import SpikingNetwork
+
+__all__ = ["FORMAT", "load_snn", "read_snn_meta", "save_snn"]
+
+log = logging.getLogger("snncal")
+
+FORMAT = "snncal-snn/1"
+_META_KEY = "snncal"
+_SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def save_snn(
+    path: str | Path,
+    snn: SpikingNetwork,
+    ann_meta: dict[str, Any],
+    config: ConvertConfig,
+    input_shape: Sequence[int] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save ``snn`` atomically as ``PATH.safetensors`` + ``PATH.json``; returns the weights path.
+
+    Args:
+        path: checkpoint name, with or without a ``.safetensors`` / ``.json`` suffix.
+        snn: the converted network.
+        ann_meta: metadata of the ANN it came from (``arch`` is required; see :mod:`snncal.io`).
+        config: the conversion configuration that produced ``snn``.
+        input_shape: one input without the batch dimension, e.g. ``[3, 32, 32]``; default: the
+            ANN meta's ``input_size``.
+        extra: more JSON-ready metadata (accuracies, the ANN checkpoint path, ...).
+    """
+    if "arch" not in ann_meta:
+        raise ValueError("ann_meta needs an 'arch' entry (a snncal.models name)")
+    shape = input_shape if input_shape is not None else ann_meta.get("input_size")
+    if shape is None:
+        raise ValueError("give input_shape (or an 'input_size' entry in ann_meta)")
+    meta = {
+        "format": FORMAT,
+        "ann": to_plain(ann_meta),
+        "config": config.to_dict(),
+        "input_shape": [int(s) for s in shape],
+        "T": snn.T,
+        "encoding": snn.encoding,
+        "calibration": to_plain(snn.calibration) if snn.calibration is not None else None,
+        **to_plain(extra or {}),
+    }
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in snn.state_dict().items()}
+    weights, sidecar = checkpoint_paths(path)
+    atomic_write_bytes(weights, st_save(tensors, metadata={_META_KEY: json.dumps(meta)}))
+    atomic_write_json(sidecar, meta)
+    return weights
+
+
+def read_snn_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of an SNN checkpoint (from the safetensors header)."""
+    weights, _ = checkpoint_paths(path)
+    if not weights.exists():
+        raise FileNotFoundError(f"no SNN checkpoint at {weights}")
+    with safe_open(str(weights), framework="pt") as f:
+        header = f.metadata() or {}
+    if _META_KEY not in header:
+        raise ValueError(f"{weights} has no snncal metadata; was it written by save_snn?")
+    meta = json.loads(header[_META_KEY])
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{weights} is not an SNN checkpoint (format {meta.get('format')!r})")
+    return meta
+
+
+def _model_from_meta(ann: dict[str, Any]) -> nn.Module:
+    """An untrained zoo model with the architecture ``ann`` describes (as :mod:`snncal.io` does)."""
+    import snncal.models as zoo
+
+    norm = ann.get("normalize") or {}
+    n = ann.get("num_classes")
+    return zoo.create(
+        ann["arch"], num_classes=n if n is not None else 10, width=ann.get("width", 1.0),
+        mean=norm.get("mean"), std=norm.get("std"), **ann.get("model_kwargs", {}),
+    )
+
+
+def _report(data: dict[str, Any] | None) -> CalibrationReport | None:
+    if data is None:
+        return None
+    layers = [
+        LayerReport(**{**d, "weight_loss": tuple(d["weight_loss"]) if d.get("weight_loss") else None})
+        for d in data.get("layers", [])
+    ]
+    return CalibrationReport(**{**data, "steps": tuple(data["steps"]), "layers": layers})
+
+
+def _match_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Shape ``graph``'s buffers like ``state``: neuron thresholds / potentials and added biases.
+
+    Per-channel thresholds and element-wise initial potentials change a buffer's shape; bias
+    correction gives a bias to a conv / linear that had none.
+    """
+    for key, value in state.items():
+        owner, _, name = key.rpartition(".")
+        try:
+            sub = module.get_submodule(owner)
+        except AttributeError:
+            continue  # reported by load_state_dict
+        if name in sub._buffers and sub._buffers[name].shape != value.shape:
+            setattr(sub, name, torch.empty_like(value))
+        elif name == "bias" and isinstance(sub, _SYNAPSES) and sub.bias is None:
+            sub.bias = nn.Parameter(torch.empty_like(value))
+
+
+def load_snn(path: str | Path, device: str | torch.device = "cpu") -> SpikingNetwork:
+    """Rebuild the :class:`SpikingNetwork` saved by :func:`save_snn` at ``path``.
+
+    The ANN architecture comes from the registry; its trace is rewritten exactly as at conversion
+    time (same ``prepare`` options), neurons get placeholder thresholds, and the saved tensors
+    (weights, thresholds, initial potentials) are loaded over them.
+    """
+    meta = read_snn_meta(path)
+    weights, _ = checkpoint_paths(path)
+    state = st_load(weights.read_bytes())
+    cfg = make_config(None, **meta["config"])
+    example = torch.zeros(2, *meta["input_shape"])
+    gm = prepare(
+        _model_from_meta(meta["ann"]), example, maxpool_to_avgpool=cfg.maxpool_to_avgpool,
+        convert_avgpool=cfg.convert_avgpool,
+    )
+    placeholders = _placeholder_thresholds(gm)
+    graph = to_spiking(gm, placeholders, cfg)
+    snn = SpikingNetwork(graph, meta.get("T", cfg.T), meta.get("encoding", cfg.encoding), cfg.max_batch)
+    _match_state(snn, state)
+    missing, unexpected = snn.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{weights} does not match arch {meta['ann']['arch']!r}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    snn.calibration = _report(meta.get("calibration"))
+    log.info("loaded SNN %s (%s, T=%d, %d neurons)", weights, meta["ann"]["arch"], snn.T, len(snn.neurons()))
+    return snn.to(device).eval()
+
+
+def _placeholder_thresholds(gm: nn.Module) -> dict[str, torch.Tensor]:
+    """A threshold of 1 for every activation of a prepared graph."""
+    from ..graph import is_activation
+
+    return {n.target: torch.ones(()) for n in gm.graph.nodes if is_activation(gm, n)}
