@@ -1,8 +1,9 @@
 """Simulation cost: time(SNN, T) / (T x time(ANN forward)), and peak memory against T.
 
 Both timings come from the same process and the same input, so the ratio holds on a busy machine.
-Peak memory is the peak resident set of a fresh subprocess per (model, T), above its baseline after
-building the network. Example (the record in docs/benchmarks.md):
+Peak memory is how much one simulation raises the peak resident set of a fresh subprocess
+that only loads the converted network (conversion itself runs in the parent).
+Example (the record in docs/benchmarks.md):
 
     python benchmarks/simulate.py --models vgg16_bn resnet20 resnet20_he --batch 64 --T 32 \
         --memory-T 32 256 2048 --memory-models resnet20_he vgg16_bn:0.25
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import statistics
+import tempfile
 import time
 
 import torch
@@ -50,9 +53,11 @@ def speed(spec: str, batch: int, T: int, repeats: int) -> dict:
     return {"model": spec, "T": T, "ann_s": ann, "snn_s": sim, "ratio": sim / (T * ann)}
 
 
-def _peak_rss(spec: str, batch: int, T: int, queue: mp.Queue) -> None:
-    torch.set_num_threads(queue.get())
-    _, snn, x = build(spec, batch, T)
+def _peak_rss(path: str, batch: int, T: int, threads: int, queue: mp.Queue) -> None:
+    """In a fresh process: load a saved SNN, then the peak RSS growth of one simulation."""
+    torch.set_num_threads(threads)
+    snn = torch.load(path, weights_only=False)
+    x = torch.rand(batch, 3, 32, 32)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad():
         snn.simulate(x, T=T)
@@ -60,18 +65,22 @@ def _peak_rss(spec: str, batch: int, T: int, queue: mp.Queue) -> None:
 
 
 def peak_memory_mb(spec: str, batch: int, T: int) -> float:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    queue.put(torch.get_num_threads())
-    proc = ctx.Process(target=_peak_rss, args=(spec, batch, T, queue))
-    proc.start()
-    proc.join()
-    return queue.get()
+    """Peak resident memory (MB) that simulating ``T`` steps adds, measured in a subprocess."""
+    _, snn, _ = build(spec, batch, T)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "snn.pt")
+        torch.save(snn, path)
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_peak_rss, args=(path, batch, T, torch.get_num_threads(), queue))
+        proc.start()
+        proc.join()
+        return queue.get()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["vgg16_bn", "resnet20", "resnet20_he"])
+    p.add_argument("--models", nargs="*", default=["vgg16_bn", "resnet20", "resnet20_he"])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--T", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)

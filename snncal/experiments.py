@@ -14,19 +14,44 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from .convert import ConvertConfig, convert, make_config
 from .evaluate import evaluate
 from .results import ResultsFile, SweepRow
 
-__all__ = ["PAPER_METHODS", "PAPER_TS", "ensure_ann_accuracy", "run_sweep", "sweep_keys"]
+__all__ = [
+    "PAPER_METHODS", "PAPER_TS", "ensure_ann_accuracy", "run_sweep", "subset_name", "sweep_keys",
+    "test_subset",
+]
 
 log = logging.getLogger("snncal")
 
 PAPER_METHODS = ("none", "light", "advanced")
 PAPER_TS = (32, 64, 128, 256, 2048)  # Li et al. 2021, Table 9
+
+
+def test_subset(dataset: Dataset, n: int | None) -> Dataset:
+    """A fixed, named test subset: ``n`` images evenly spaced through the split (indices ``i * len // n``).
+
+    Unlike the first ``n`` images, it covers every class when the split is sorted by class
+    (ImageFolder copies); for ``n`` dividing the split size it is "every k-th image".
+    """
+    total = len(dataset)  # type: ignore[arg-type]
+    if n is None or n >= total:
+        return dataset
+    return Subset(dataset, [i * total // n for i in range(n)])
+
+
+def subset_name(n: int, total: int) -> str:
+    """How :func:`test_subset` is described in tables and logs."""
+    if n >= total:
+        return f"all {total} test images"
+    k = total // n
+    suffix = "th" if k % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    step = f"every {k}{suffix}" if total % n == 0 else f"indices i * {total} // {n}"
+    return f"{n} of {total} test images ({step})"
 
 
 def sweep_keys(
@@ -66,7 +91,7 @@ def run_row(
     layers = snn.calibration.layers if snn.calibration is not None else []
     return SweepRow(
         method=cfg.method, T=cfg.T, seed=cfg.seed, acc=acc,
-        test_images=len(getattr(test_loader, "dataset", [])),
+        test_images=len(getattr(test_loader, "dataset", [])),  # type: ignore[arg-type]
         convert_seconds=t1 - t0, eval_seconds=time.perf_counter() - t1,
         calib_mse_before=_mean([layer.mse_before for layer in layers]),
         calib_mse_after=_mean([layer.mse_after for layer in layers]),
@@ -107,7 +132,8 @@ def run_sweep(
     bar = tqdm(todo, desc="sweep", disable=not progress, leave=False)
     for method, T, seed in bar:
         bar.set_postfix_str(f"{method} T={T} seed={seed}")
-        row = run_row(model, calib_data, test_loader, make_config(base, method=method, T=T, seed=seed), device)
+        cfg = make_config(base, method=method, T=T, seed=seed)
+        row = run_row(model, calib_data, test_loader, cfg, device)
         results.add(row)
         log.info("%s T=%d seed=%d: %.2f%% (%.1f s)", method, T, seed, row.acc,
                  row.convert_seconds + row.eval_seconds)

@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .io import atomic_write_bytes  # noqa: E402
-from .report import LayerRate  # noqa: E402
-from .results import SweepRow, summarize  # noqa: E402
+from .io import atomic_write_bytes
+from .report import LayerRate
+from .results import SweepRow, summarize
 
 __all__ = ["plot_accuracy", "plot_firing_rates"]
 
@@ -45,7 +45,7 @@ def plot_accuracy(
     stats = summarize(rows)
     methods = list(methods or dict.fromkeys(r.method for r in rows))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    lows = []
+    lows, seeds = [], max((n for _, _, n in stats.values()), default=1)
     for i, m in enumerate(methods):
         Ts = sorted(T for (mm, T) in stats if mm == m)
         if not Ts:
@@ -73,7 +73,8 @@ def plot_accuracy(
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title or "SNN accuracy vs T")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(title="calibration", loc="lower right")
+    legend = "calibration" if seeds < 2 else f"calibration (band: ± std, {seeds} seeds)"
+    ax.legend(title=legend, loc="lower right")
     return _save(fig, path)
 
 

@@ -9,10 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor, fx
 
+from .calibrate import CalibrationReport
 from .results import markdown_table
 from .simulate import SpikingNetwork, _Chunk, poisson
 
-__all__ = ["LayerRate", "firing_rates", "rates_table"]
+__all__ = ["LayerRate", "calibration_table", "firing_rates", "rates_table"]
 
 
 @dataclass
@@ -113,3 +114,20 @@ def rates_table(rates: list[LayerRate]) -> str:
     T = rates[0].T if rates else 0
     rows.append(["(all)", neurons, f"{spikes / max(1, neurons * T):.4f}", f"{spikes:.0f}"])
     return markdown_table(["layer", "neurons", "spikes / neuron / step", f"spikes / image (T={T})"], rows)
+
+
+def calibration_table(report: CalibrationReport) -> str:
+    """Markdown table of a calibration: each layer's rate error against the ANN, before and after.
+
+    "mean error" is the mean over channels of the absolute channel-wise mean error (what bias
+    correction removes); "weight loss" is weight calibration's loss before -> after.
+    """
+    rows = []
+    for layer in report.layers:
+        wl = f"{layer.weight_loss[0]:.4g} -> {layer.weight_loss[1]:.4g}" if layer.weight_loss else "-"
+        rows.append([
+            layer.name, f"{layer.mse_before:.4g}", f"{layer.mse_after:.4g}",
+            f"{layer.mean_error_before:.4g}", f"{layer.mean_error_after:.4g}", wl, f"{layer.seconds:.1f}",
+        ])
+    headers = ["layer", "MSE before", "MSE after", "mean error before", "mean error after"]
+    return markdown_table([*headers, "weight loss", "seconds"], rows)

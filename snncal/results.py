@@ -86,8 +86,8 @@ def write_csv(path: str | Path, rows: Iterable[Any]) -> Path:
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table; text columns align left, numbers right."""
-    cells = [[str(c) for c in r] for r in rows]
+    """A GitHub Markdown table; text columns align left, numbers right; ``|`` in cells is escaped."""
+    cells = [[str(c).replace("|", "\\|") for c in r] for r in rows]
     numeric = [
         all(_is_number(r[i]) for r in cells if i < len(r) and r[i] not in ("", "-")) and bool(cells)
         for i in range(len(headers))
@@ -149,11 +149,14 @@ def accuracy_table(
     methods: Sequence[str] | None = None,
     Ts: Sequence[int] | None = None,
     digits: int = 2,
+    columns: dict[str, str] | None = None,
 ) -> str:
     """The paper's layout (Li et al. 2021, Table 9): one row per method, ANN accuracy, one column per T.
 
-    Cells are ``mean ± std`` over seeds when there are several, ``-`` when missing.
+    Cells are ``mean ± std`` over seeds when there are several, ``-`` when missing. ``columns``
+    (name -> value, the same on every row, e.g. ``{"Use BN": "yes"}``) go between method and ANN.
     """
+    columns = columns or {}
     stats = summarize(rows)
     methods = list(methods or dict.fromkeys(r.method for r in rows))
     Ts = sorted(Ts or {r.T for r in rows})
@@ -167,8 +170,8 @@ def accuracy_table(
                 continue
             mean, std, n = stats[(m, T)]
             cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}")
-        body.append([m, ann, *cells])
-    return markdown_table(["Method", "ANN", *(f"T={T}" for T in Ts)], body)
+        body.append([m, *columns.values(), ann, *cells])
+    return markdown_table(["Method", *columns, "ANN", *(f"T={T}" for T in Ts)], body)
 
 
 class ResultsFile:

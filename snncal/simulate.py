@@ -213,5 +213,6 @@ class SpikingNetwork(nn.Module):
 
     @torch.no_grad()
     def ann(self, x: Tensor) -> Tensor:
-        """The output of the ANN this network was converted from (after BN folding)."""
+        """This graph run as an ANN (each neuron as its ReLU). Before calibration it is the converted
+        ANN (BN folded); calibration changes weights and biases, so afterwards it is not."""
         return run_ann(self.graph, x)

@@ -13,7 +13,8 @@ def potential_correction(synapse: nn.Module | None, neuron: IFNeuron, stats: Lay
 
     With reset by subtraction the rate is ``ClipFloor`` of ``x + v(0) / T``, so an initial potential
     of ``-T * error`` moves the rate of inputs in the linear range by ``-error``; ``g``, the fraction
-    of inputs there, makes it a Newton step (the paper's correction is ``g = 1``).
+    of inputs there, makes it a Newton step (the paper's correction is ``g = 1``). ``g`` is estimated
+    per element from few samples, so it is clamped at 0.5: at most a doubled step.
     """
-    step = stats.element_error / stats.element_gain.clamp_min(0.05)
+    step = stats.element_error / stats.element_gain.clamp_min(0.5)
     neuron.v0 = (neuron.v0 - T * step).to(neuron.v0.dtype)

@@ -250,8 +250,8 @@ _LINEAR_MODULES = (
 _LINEAR_FUNCS = {
     operator.add, operator.sub, operator.neg, operator.getitem, operator.floordiv, torch.add,
     torch.sub, torch.cat, torch.flatten, torch.reshape, torch.chunk, torch.split, torch.squeeze,
-    torch.unsqueeze, torch.transpose, torch.permute, F.pad, F.avg_pool2d, F.avg_pool1d, F.adaptive_avg_pool2d, F.linear, F.conv2d,
-    F.conv1d, torch.mean, getattr,
+    torch.unsqueeze, torch.transpose, torch.permute, F.pad, F.avg_pool2d, F.avg_pool1d,
+    F.adaptive_avg_pool2d, F.linear, F.conv2d, F.conv1d, torch.mean, getattr,
 }
 _SCALAR_FUNCS = {operator.mul, operator.truediv, torch.mul}  # linear only with a constant factor
 _LINEAR_METHODS = {

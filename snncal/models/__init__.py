@@ -6,7 +6,7 @@
 True
 """
 
-from . import mobilenet, resnet, tv, vgg  # noqa: F401  (fill the registry)
+from . import cnn, mobilenet, resnet, tv, vgg  # noqa: F401  (fill the registry)
 from ._registry import create, get_constructor, list_models, register_model
 from .layers import Normalize, with_normalize
 
