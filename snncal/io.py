@@ -110,17 +110,34 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The raw ``(state_dict, meta)`` of a checkpoint, for models outside the registry."""
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata in the header of a snncal checkpoint (ANN or SNN), without loading weights."""
     weights, _ = checkpoint_paths(path)
     if not weights.exists():
         raise FileNotFoundError(f"no checkpoint at {weights}")
     with safe_open(str(weights), framework="pt") as f:
         header = f.metadata() or {}
     if _META_KEY not in header:
-        raise ValueError(f"{weights} has no snncal metadata; was it written by save_checkpoint?")
-    state = st_load(weights.read_bytes())
-    return state, json.loads(header[_META_KEY])
+        raise ValueError(f"{weights} has no snncal metadata; was it written by snncal?")
+    return json.loads(header[_META_KEY])
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The raw ``(state_dict, meta)`` of a checkpoint, for models outside the registry."""
+    meta = read_meta(path)
+    return st_load(checkpoint_paths(path)[0].read_bytes()), meta
+
+
+def model_from_meta(meta: dict[str, Any]) -> nn.Module:
+    """An untrained zoo model of the architecture a checkpoint's metadata describes."""
+    import snncal.models as zoo
+
+    norm = meta.get("normalize") or {}
+    n = meta.get("num_classes")
+    return zoo.create(
+        meta["arch"], num_classes=n if n is not None else 10, width=meta.get("width", 1.0),
+        mean=norm.get("mean"), std=norm.get("std"), **meta.get("model_kwargs", {}),
+    )
 
 
 def load_checkpoint(
@@ -134,23 +151,13 @@ def load_checkpoint(
     ``arch`` / ``num_classes``, when given, are what the caller expects; a checkpoint that
     disagrees raises a ValueError saying so.
     """
-    import snncal.models as zoo
-
     state, meta = read_checkpoint(path)
     if arch is not None and meta["arch"] != arch:
         raise ValueError(f"checkpoint {path} holds arch {meta['arch']!r}, not {arch!r}")
     n = meta.get("num_classes")
     if num_classes is not None and n != num_classes:
         raise ValueError(f"checkpoint {path} has {n} classes, not {num_classes}")
-    norm = meta.get("normalize") or {}
-    model = zoo.create(
-        meta["arch"],
-        num_classes=n if n is not None else 10,
-        width=meta.get("width", 1.0),
-        mean=norm.get("mean"),
-        std=norm.get("std"),
-        **meta.get("model_kwargs", {}),
-    )
+    model = model_from_meta(meta)
     _check_shapes(model, state, meta, path)
     model.load_state_dict(state)
     return model.to(device).eval(), meta

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
@@ -30,7 +29,7 @@ from torch import nn
 from ..calibrate import CalibrationReport, LayerReport
 from ..convert import ConvertConfig, make_config, to_spiking
 from ..graph import prepare
-from ..io import atomic_write_bytes, atomic_write_json, checkpoint_paths
+from ..io import atomic_write_bytes, atomic_write_json, checkpoint_paths, model_from_meta, read_meta
 from ..results import to_plain
 from ..simulate import SpikingNetwork
 
@@ -86,29 +85,10 @@ def save_snn(
 
 def read_snn_meta(path: str | Path) -> dict[str, Any]:
     """The metadata of an SNN checkpoint (from the safetensors header)."""
-    weights, _ = checkpoint_paths(path)
-    if not weights.exists():
-        raise FileNotFoundError(f"no SNN checkpoint at {weights}")
-    with safe_open(str(weights), framework="pt") as f:
-        header = f.metadata() or {}
-    if _META_KEY not in header:
-        raise ValueError(f"{weights} has no snncal metadata; was it written by save_snn?")
-    meta = json.loads(header[_META_KEY])
+    meta = read_meta(path)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{weights} is not an SNN checkpoint (format {meta.get('format')!r})")
+        raise ValueError(f"{path} is not an SNN checkpoint (format {meta.get('format')!r})")
     return meta
-
-
-def _model_from_meta(ann: dict[str, Any]) -> nn.Module:
-    """An untrained zoo model with the architecture ``ann`` describes (as :mod:`snncal.io` does)."""
-    import snncal.models as zoo
-
-    norm = ann.get("normalize") or {}
-    n = ann.get("num_classes")
-    return zoo.create(
-        ann["arch"], num_classes=n if n is not None else 10, width=ann.get("width", 1.0),
-        mean=norm.get("mean"), std=norm.get("std"), **ann.get("model_kwargs", {}),
-    )
 
 
 def _report(data: dict[str, Any] | None) -> CalibrationReport | None:
@@ -152,7 +132,7 @@ def load_snn(path: str | Path, device: str | torch.device = "cpu") -> SpikingNet
     cfg = make_config(None, **meta["config"])
     example = torch.zeros(2, *meta["input_shape"])
     gm = prepare(
-        _model_from_meta(meta["ann"]), example, maxpool_to_avgpool=cfg.maxpool_to_avgpool,
+        model_from_meta(meta["ann"]), example, maxpool_to_avgpool=cfg.maxpool_to_avgpool,
         convert_avgpool=cfg.convert_avgpool,
     )
     placeholders = _placeholder_thresholds(gm)
