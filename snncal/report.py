@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-from torch import Tensor, fx
+from torch import Tensor
 
 from .calibrate import CalibrationReport
 from .results import markdown_table
-from .simulate import SpikingNetwork, _Chunk, poisson
+from .simulate import SpikingNetwork, simulate
 
 __all__ = ["LayerRate", "calibration_table", "firing_rates", "rates_table"]
 
@@ -29,37 +28,6 @@ class LayerRate:
     rate: float
     spikes_per_image: float
     T: int
-
-
-class _RateChunk(_Chunk):
-    """The engine's chunk interpreter, also counting each neuron's spikes."""
-
-    def __init__(self, *args: Any, counts: dict[str, Tensor], sizes: dict[str, int], **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.counts, self.sizes = counts, sizes
-
-    def _neuron(self, name: str, x: Tensor, temporal: bool) -> Tensor:
-        out = super()._neuron(name, x, temporal)  # spikes * Vth, [steps * N, ...]
-        fired = out.ne(0).sum(dtype=torch.float64)
-        self.counts[name] = self.counts.get(name, torch.zeros((), dtype=torch.float64)) + fired.cpu()
-        self.sizes[name] = out[0].numel()
-        return out
-
-
-def _count_spikes(
-    gm: fx.GraphModule, x: Tensor, T: int, encoding: str, max_batch: int,
-    counts: dict[str, Tensor], sizes: dict[str, int],
-) -> None:
-    """One simulation of ``x`` for ``T`` steps (chunked like :func:`snncal.simulate`), counting spikes."""
-    chunk = max(1, min(T, max_batch // max(1, x.shape[0])))
-    state: dict[str, Tensor] = {}
-    static: dict = {}
-    for t0 in range(0, T, chunk):
-        steps = min(chunk, T - t0)
-        inp = x if encoding == "direct" else poisson(x, steps)
-        _RateChunk(
-            gm, steps, T, state, static, static_input=encoding == "direct", counts=counts, sizes=sizes
-        ).run(inp)
 
 
 @torch.no_grad()
@@ -83,7 +51,6 @@ def firing_rates(
     T = T or snn.T
     device = next(iter(snn.buffers())).device
     counts: dict[str, Tensor] = {}
-    sizes: dict[str, int] = {}
     seen = 0
     batches = [data] if isinstance(data, Tensor) else data
     for item in batches:
@@ -92,7 +59,8 @@ def firing_rates(
             x = x[: max_images - seen]
         if len(x) == 0:
             break
-        _count_spikes(snn.graph, x.to(device), T, snn.encoding, snn.max_batch, counts, sizes)
+        simulate(snn.graph, x.to(device), T, encoding=snn.encoding, max_batch=snn.max_batch,
+                 spike_counts=counts)
         seen += len(x)
         if max_images is not None and seen >= max_images:
             break
@@ -100,8 +68,8 @@ def firing_rates(
         raise ValueError("firing_rates got no images")
     rates = []
     for name in snn.neurons():
-        n = sizes.get(name, 0)
-        total = float(counts.get(name, 0.0))
+        n = counts[name].numel() if name in counts else 0
+        total = float(counts[name].sum()) if name in counts else 0.0
         rates.append(LayerRate(name, n, total / max(1, n * seen * T), total / seen, T))
     return rates
 

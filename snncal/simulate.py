@@ -43,10 +43,11 @@ class _Chunk(fx.Interpreter):
         state: dict[str, Tensor],
         static: dict[fx.Node, tuple[Any, bool]],
         static_input: bool,
+        spike_counts: dict[str, Tensor] | None = None,
     ) -> None:
         super().__init__(gm)
         self.steps, self.T, self.state, self.static = steps, T, state, static
-        self.static_input = static_input
+        self.static_input, self.spike_counts = static_input, spike_counts
         self.temporal: set[fx.Node] = set()  # values that differ from step to step
         self.batched: set[fx.Node] = set()  # values with a batch dimension (not constants)
 
@@ -103,6 +104,9 @@ class _Chunk(fx.Interpreter):
         if v is None:
             v = neuron.init_state(x[0] if temporal else x)
         out, self.state[name] = neuron.scan(x, v, self.steps, self.T)
+        if self.spike_counts is not None:
+            count = out.ne(0).sum((0, 1), dtype=torch.float64)
+            self.spike_counts[name] = self.spike_counts.get(name, 0) + count
         return out.flatten(0, 1)
 
     def output(self, target: Any, args: tuple, kwargs: dict) -> Any:
@@ -121,6 +125,7 @@ def simulate(
     encoding: str = "direct",
     max_batch: int = 256,
     generator: torch.Generator | None = None,
+    spike_counts: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """Run the spiking graph ``gm`` on input ``x`` ``[N, ...]`` for ``T`` steps.
 
@@ -133,6 +138,8 @@ def simulate(
         max_batch: largest time-folded batch ``steps * N``; time is processed in chunks of
             ``max(1, max_batch // N)`` steps, which bounds memory whatever ``T`` is.
         generator: random source for Poisson encoding.
+        spike_counts: if given, each neuron's spikes are added to ``spike_counts[name]``, one count
+            per element ``[C, ...]``, summed over images and steps (firing rates, synaptic ops).
 
     Returns:
         Output averaged over the ``T`` steps, ``[N, ...]``; with ``every_step``, the running
@@ -147,7 +154,7 @@ def simulate(
     for t0 in range(0, T, chunk):
         steps = min(chunk, T - t0)
         inp = x if encoding == "direct" else poisson(x, steps, generator)
-        engine = _Chunk(gm, steps, T, state, static, static_input=encoding == "direct")
+        engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts)
         y = engine.run(inp)
         y = y.view(steps, x.shape[0], *y.shape[1:]) if y.shape[0] == steps * x.shape[0] else (
             y.unsqueeze(0).expand(steps, *y.shape)
