@@ -35,22 +35,25 @@ def build(spec: str, batch: int, T: int) -> tuple[torch.nn.Module, snncal.Spikin
     return model, snn, x
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 @torch.no_grad()
 def speed(spec: str, batch: int, T: int, repeats: int) -> dict:
+    """Median over ``repeats`` of SNN time / (T x ANN time), the two timed back to back each time so
+    that load from other jobs hits both alike."""
     model, snn, x = build(spec, batch, T)
-    ann = _median_time(lambda: model(x), repeats * 3)
-    sim = _median_time(lambda: snn.simulate(x, T=T), repeats)
-    return {"model": spec, "T": T, "ann_s": ann, "snn_s": sim, "ratio": sim / (T * ann)}
+    model(x), snn.simulate(x, T=T)  # warm-up (and the IF kernel's compilation)
+    runs = []
+    for _ in range(repeats):
+        ann = statistics.median(_time(lambda: model(x)) for _ in range(5))
+        sim = _time(lambda: snn.simulate(x, T=T))
+        runs.append((sim / (T * ann), ann, sim))
+    ratio, ann, sim = sorted(runs)[len(runs) // 2]
+    return {"model": spec, "T": T, "ann_s": ann, "snn_s": sim, "ratio": ratio}
 
 
 def _peak_rss(path: str, batch: int, T: int, threads: int, queue: mp.Queue) -> None:

@@ -33,20 +33,20 @@ def if_scan(
 
     Args:
         x: input current, ``[steps, N, ...]``, or ``[N, ...]`` when it is the same at every step.
-        v: membrane potential ``[N, ...]`` at the start; not modified.
+        v: membrane potential ``[N, ...]`` at the start, advanced in place (the caller owns the
+            state; a copy per call would cost one more pass over it).
         threshold: ``Vth``, broadcastable to ``v``.
         steps: number of time steps.
         reset: ``"subtract"`` (v -= Vth on a spike) or ``"zero"`` (v = 0 on a spike).
         bias: extra current added at every step (Deng & Gu's threshold shift uses ``Vth / 2T``).
 
     Returns:
-        Spikes scaled by ``Vth`` as ``[steps, N, ...]`` and the final potential.
+        Spikes scaled by ``Vth`` as ``[steps, N, ...]`` and the final potential (``v`` itself).
     """
     constant = x.dim() == v.dim()
     no_bias = isinstance(bias, float) and bias == 0.0
     if constant and not no_bias:
         x = x + bias
-    v = v.clone()
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)  # 0/1, scaled at the end
     for t in range(steps):
         v.add_(x if constant else x[t])

@@ -123,7 +123,7 @@ def simulate(
     *,
     every_step: bool = False,
     encoding: str = "direct",
-    max_batch: int = 256,
+    max_batch: int = 64,
     generator: torch.Generator | None = None,
     spike_counts: dict[str, Tensor] | None = None,
 ) -> Tensor:
@@ -191,7 +191,7 @@ class SpikingNetwork(nn.Module):
     """
 
     def __init__(
-        self, graph: fx.GraphModule, T: int, encoding: str = "direct", max_batch: int = 256
+        self, graph: fx.GraphModule, T: int, encoding: str = "direct", max_batch: int = 64
     ) -> None:
         super().__init__()
         self.graph = graph

@@ -53,7 +53,8 @@ def test_threshold_choices_order():
     model = randomize_bn(Plain())
     x = torch.rand(64, 3, 8, 8)
     th = {
-        m: next(iter(snncal.convert(model, x, threshold=m, T=8).neurons().values())).threshold
+        m: next(iter(snncal.convert(model, x, threshold=m, T=8, per_channel=False).neurons().values()))
+        .threshold
         for m in ("max", "percentile", "mmse")
     }
     assert th["mmse"] < th["max"] and th["percentile"] <= th["max"]

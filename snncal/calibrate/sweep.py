@@ -162,7 +162,7 @@ class Sweep:
         images: Tensor,
         T: int,
         *,
-        max_batch: int = 256,
+        max_batch: int = 64,
         encoding: str = "direct",
         cache_bytes: int = 2 << 30,
         seed: int = 0,
