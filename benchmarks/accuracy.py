@@ -6,7 +6,7 @@ classes are in it). Rows are appended to ``--out`` as they finish (an interrupte
 Markdown table of mean +- std is printed. Example (the record in docs/results.md):
 
     python benchmarks/accuracy.py --ckpt runs/resnet20_he_cifar10/best --data data/cifar10 \
-        --T 16 32 --seeds 0 1 2 3 4 --test-every 5 --out docs/data/resnet20_he.json
+        --T 16 32 --seeds 0 1 2 3 4 --test-every 5 --out docs/data/accuracy_resnet20_he.json
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--test-every", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--per-layer", action="store_true", help="one threshold per layer (the paper)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -68,9 +69,12 @@ def main() -> None:
     loader = DataLoader(test, batch_size=100)
     out = Path(args.out)
     state = json.loads(out.read_text()) if out.exists() else {"rows": []}
+    if state.get("per_channel", not args.per_layer) == args.per_layer:
+        p.error(f"{out} holds results with per_channel={state['per_channel']}; use another --out")
     if "ann" not in state:
         state.update(ann=snncal.evaluate(model, loader)["ann"], checkpoint=meta["arch"],
-                     test_images=len(test), test_every=args.test_every, calib_images=args.images)
+                     test_images=len(test), test_every=args.test_every, calib_images=args.images,
+                     per_channel=not args.per_layer)
         atomic_write_json(out, state)
     done = {(r["T"], r["method"], r["seed"]) for r in state["rows"]}
     print(f"{meta['arch']}: ANN {state['ann']:.2f}% on {len(test)} test images", flush=True)
@@ -81,7 +85,7 @@ def main() -> None:
                     continue
                 t0 = time.perf_counter()
                 snn = snncal.convert(model, train, T=T, method=method, seed=seed,
-                                     num_images=args.images)
+                                     num_images=args.images, per_channel=not args.per_layer)
                 t_cal = time.perf_counter() - t0
                 acc = snncal.evaluate(snn, loader, T=[T])[T]
                 state["rows"].append({"T": T, "method": method, "seed": seed, "acc": acc,
