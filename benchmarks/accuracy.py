@@ -62,6 +62,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    per_channel = not args.per_layer
     model, meta = load_checkpoint(args.ckpt)
     train = build_dataset("cifar10", args.data, "train", augment="none")
     test = build_dataset("cifar10", args.data, "test")
@@ -69,12 +70,12 @@ def main() -> None:
     loader = DataLoader(test, batch_size=100)
     out = Path(args.out)
     state = json.loads(out.read_text()) if out.exists() else {"rows": []}
-    if state.get("per_channel", not args.per_layer) == args.per_layer:
+    if state.get("per_channel", per_channel) != per_channel:
         p.error(f"{out} holds results with per_channel={state['per_channel']}; use another --out")
     if "ann" not in state:
         state.update(ann=snncal.evaluate(model, loader)["ann"], checkpoint=meta["arch"],
                      test_images=len(test), test_every=args.test_every, calib_images=args.images,
-                     per_channel=not args.per_layer)
+                     per_channel=per_channel)
         atomic_write_json(out, state)
     done = {(r["T"], r["method"], r["seed"]) for r in state["rows"]}
     print(f"{meta['arch']}: ANN {state['ann']:.2f}% on {len(test)} test images", flush=True)
@@ -85,7 +86,7 @@ def main() -> None:
                     continue
                 t0 = time.perf_counter()
                 snn = snncal.convert(model, train, T=T, method=method, seed=seed,
-                                     num_images=args.images, per_channel=not args.per_layer)
+                                     num_images=args.images, per_channel=per_channel)
                 t_cal = time.perf_counter() - t0
                 acc = snncal.evaluate(snn, loader, T=[T])[T]
                 state["rows"].append({"T": T, "method": method, "seed": seed, "acc": acc,

@@ -46,7 +46,7 @@ def speed(spec: str, batch: int, T: int, repeats: int) -> dict:
     """Median over ``repeats`` of SNN time / (T x ANN time), the two timed back to back each time so
     that load from other jobs hits both alike."""
     model, snn, x = build(spec, batch, T)
-    model(x), snn.simulate(x, T=T)  # warm-up (and the IF kernel's compilation)
+    model(x), snn.simulate(x, T=T)  # warm-up
     runs = []
     for _ in range(repeats):
         ann = statistics.median(_time(lambda: model(x)) for _ in range(5))

@@ -15,7 +15,7 @@ from . import observers as obs
 from .calibrate import calibrate, method_steps
 from .graph import is_activation, prepare
 from .neuron import RESETS, IFNeuron
-from .simulate import ENCODINGS, SpikingNetwork
+from .simulate import ENCODINGS, MAX_BATCH, SpikingNetwork
 
 log = logging.getLogger("snncal")
 
@@ -28,8 +28,8 @@ class ConvertConfig:
         T: simulation length the thresholds and calibration are tuned for.
         threshold: ``"max"``, ``"percentile"`` or ``"mmse"`` (the paper's ClipFloor MSE search).
         percentile: percentile (0-100) for ``threshold="percentile"``.
-        per_channel: one threshold per channel (default; +0.6 to +2 points over per-layer after
-            light calibration on CIFAR-10, docs/results.md) instead of one per layer (the paper).
+        per_channel: one threshold per channel (default; +0.6 to +2.1 points over per-layer after
+            light calibration on CIFAR-10, docs/methods.md) instead of one per layer (the paper).
         method: calibration pipeline, a name in ``snncal.calibrate.METHODS``
             (``"none"``, ``"light"``, ``"advanced"``, ...).
         convert_avgpool: average pools of spikes become depthwise conv + IF neurons.
@@ -64,7 +64,7 @@ class ConvertConfig:
     num_images: int = 1024
     batch_size: int = 128
     seed: int = 0
-    max_batch: int = 64
+    max_batch: int = MAX_BATCH
     weight_iters: int = 300
     weight_lr: float = 1e-4
     weight_batch: int = 64

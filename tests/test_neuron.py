@@ -64,4 +64,3 @@ def test_neuron_refuses_stand_alone_forward_and_bad_reset():
         IFNeuron()(torch.zeros(1))
     with pytest.raises(ValueError, match="reset must be one of"):
         IFNeuron(reset="hard")
-

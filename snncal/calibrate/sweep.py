@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..neuron import IFNeuron
-from ..simulate import _Chunk, poisson
+from ..simulate import MAX_BATCH, _Chunk, poisson
 from .store import SpikeStore
 
 log = logging.getLogger("snncal")
@@ -162,7 +162,7 @@ class Sweep:
         images: Tensor,
         T: int,
         *,
-        max_batch: int = 64,
+        max_batch: int = MAX_BATCH,
         encoding: str = "direct",
         cache_bytes: int = 2 << 30,
         seed: int = 0,
