@@ -15,7 +15,6 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
-import statistics
 import tempfile
 import time
 
@@ -43,13 +42,13 @@ def _time(fn) -> float:
 
 @torch.no_grad()
 def speed(spec: str, batch: int, T: int, repeats: int) -> dict:
-    """Median over ``repeats`` of SNN time / (T x ANN time), the two timed back to back each time so
-    that load from other jobs hits both alike."""
+    """Median over ``repeats`` of time(SNN, T steps) / time(T ANN forwards): the same work timed the
+    same way, back to back, so that load from other jobs hits both alike."""
     model, snn, x = build(spec, batch, T)
-    model(x), snn.simulate(x, T=T)  # warm-up
+    model(x), snn.simulate(x, T=T)  # warm-up (and, for the SNN, compiling its neuron kernel)
     runs = []
     for _ in range(repeats):
-        ann = statistics.median(_time(lambda: model(x)) for _ in range(5))
+        ann = _time(lambda: [model(x) for _ in range(T)]) / T
         sim = _time(lambda: snn.simulate(x, T=T))
         runs.append((sim / (T * ann), ann, sim))
     ratio, ann, sim = sorted(runs)[len(runs) // 2]

@@ -7,10 +7,15 @@ for ``T`` steps fires ``clip(floor(x * T / Vth), 0, T)`` spikes, so its rate tim
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
+
 import torch
 from torch import Tensor, nn
 
 RESETS = ("subtract", "zero")
+FUSE_MIN_NUMEL = 1 << 14  # below this, eager ops are cheaper than a compiled kernel's call
 
 
 def clip_floor(x: Tensor, threshold: Tensor | float, T: int, v0: Tensor | float = 0.0) -> Tensor:
@@ -45,19 +50,71 @@ def if_scan(
     """
     constant = x.dim() == v.dim()
     no_bias = isinstance(bias, float) and bias == 0.0
-    if constant and not no_bias:
+    if not no_bias:
         x = x + bias
+    step = _fused_step(x, v)
+    if step is not None:
+        spikes = _scan_fused(step, x, v, threshold, steps, reset)
+        if spikes is not None:
+            return spikes, v
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)  # 0/1, scaled at the end
     for t in range(steps):
         v.add_(x if constant else x[t])
-        if not (constant or no_bias):
-            v.add_(bias)
         s = torch.ge(v, threshold, out=spikes[t])
         if reset == "subtract":
             v.addcmul_(s, threshold, value=-1)
         else:
             v.mul_(1 - s)
     return spikes.mul_(threshold), v
+
+
+def _if_step(v: Tensor, x: Tensor, threshold: Tensor, out: Tensor, subtract: bool) -> None:
+    """One step of :func:`if_scan`, written for torch.compile to fuse into a single pass that reads
+    ``v, x`` and writes ``v`` and ``out`` (spikes times ``Vth``): as eager ops it would be slower
+    than the loop in :func:`if_scan`, compiled it costs what the ANN's BN + ReLU cost."""
+    v.add_(x)
+    s = v >= threshold
+    torch.mul(s, threshold, out=out)
+    if subtract:
+        v.sub_(out)
+    else:
+        v.masked_fill_(s, 0.0)
+
+
+_compiled: dict[str, object] = {}  # "step" -> compiled _if_step; None once compiling failed here
+
+
+def _fused_step(x: Tensor, v: Tensor):
+    """The compiled step for large, gradient-free tensors, or ``None`` for eager ops
+    (``SNNCAL_COMPILE=0``, or torch.compile failed here: no C++ compiler, no Triton)."""
+    if (
+        v.numel() < FUSE_MIN_NUMEL
+        or x.requires_grad
+        or v.requires_grad
+        or os.environ.get("SNNCAL_COMPILE", "1") == "0"
+    ):
+        return None
+    if "step" not in _compiled:
+        # a CPU-only torch warns "No CUDA runtime is found" when inductor builds its C++ kernel
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        _compiled["step"] = torch.compile(_if_step, fullgraph=True)
+    return _compiled["step"]
+
+
+def _scan_fused(step, x: Tensor, v: Tensor, threshold: Tensor, steps: int, reset: str) -> Tensor | None:
+    """:func:`if_scan` by the compiled step; ``None`` (``v`` untouched) if it cannot compile here."""
+    spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)
+    for t in range(steps):
+        try:
+            step(v, x if x.dim() == v.dim() else x[t], threshold, spikes[t], reset == "subtract")
+        except Exception as err:  # any backend failure (no C++ compiler, no Triton): fall back
+            if t > 0:  # compiling happens at the first step, before v is touched
+                raise
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); IF neurons run "
+                          "as eager ops from now on, which is slower", stacklevel=3)
+            _compiled["step"] = None
+            return None
+    return spikes
 
 
 class IFNeuron(nn.Module):

@@ -64,3 +64,20 @@ def test_neuron_refuses_stand_alone_forward_and_bad_reset():
         IFNeuron()(torch.zeros(1))
     with pytest.raises(ValueError, match="reset must be one of"):
         IFNeuron(reset="hard")
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("constant", [True, False])
+def test_compiled_step_equals_eager_ops(monkeypatch, reset, constant):
+    """Large tensors take the torch.compile'd step; it must give the eager loop's bits exactly."""
+    g = torch.Generator().manual_seed(0)
+    shape = (8, 16, 16, 16)  # 32768 elements >= FUSE_MIN_NUMEL
+    x = torch.randn(shape if constant else (5, *shape), generator=g)
+    th = torch.rand(16, 1, 1, generator=g) + 0.5
+    v0 = torch.rand(shape, generator=g)
+    monkeypatch.setenv("SNNCAL_COMPILE", "0")
+    eager, v_eager = if_scan(x, v0.clone(), th, 5, reset, bias=0.01)
+    monkeypatch.setenv("SNNCAL_COMPILE", "1")
+    fused, v_fused = if_scan(x, v0.clone(), th, 5, reset, bias=0.01)
+    assert torch.equal(fused, eager) and torch.equal(v_fused, v_eager)
+    assert 0.05 < (eager > 0).float().mean() < 0.95  # spikes and silences both occur
