@@ -59,10 +59,12 @@ def main() -> None:
     p.add_argument("--test-every", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--per-layer", action="store_true", help="one threshold per layer (the paper)")
+    p.add_argument("--keep-avgpool", action="store_true",
+                   help="average pools stay linear ops on spike trains (no 'Convert AP')")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    per_channel = not args.per_layer
+    per_channel, convert_avgpool = not args.per_layer, not args.keep_avgpool
     model, meta = load_checkpoint(args.ckpt)
     train = build_dataset("cifar10", args.data, "train", augment="none")
     test = build_dataset("cifar10", args.data, "test")
@@ -70,12 +72,13 @@ def main() -> None:
     loader = DataLoader(test, batch_size=100)
     out = Path(args.out)
     state = json.loads(out.read_text()) if out.exists() else {"rows": []}
-    if state.get("per_channel", per_channel) != per_channel:
-        p.error(f"{out} holds results with per_channel={state['per_channel']}; use another --out")
+    for key, value in (("per_channel", per_channel), ("convert_avgpool", convert_avgpool)):
+        if out.exists() and state.get(key, True) != value:  # files older than a setting used True
+            p.error(f"{out} holds results with {key}={state.get(key, True)}; use another --out")
     if "ann" not in state:
         state.update(ann=snncal.evaluate(model, loader)["ann"], checkpoint=meta["arch"],
                      test_images=len(test), test_every=args.test_every, calib_images=args.images,
-                     per_channel=per_channel)
+                     per_channel=per_channel, convert_avgpool=convert_avgpool)
         atomic_write_json(out, state)
     done = {(r["T"], r["method"], r["seed"]) for r in state["rows"]}
     print(f"{meta['arch']}: ANN {state['ann']:.2f}% on {len(test)} test images", flush=True)
@@ -86,7 +89,8 @@ def main() -> None:
                     continue
                 t0 = time.perf_counter()
                 snn = snncal.convert(model, train, T=T, method=method, seed=seed,
-                                     num_images=args.images, per_channel=per_channel)
+                                     num_images=args.images, per_channel=per_channel,
+                                     convert_avgpool=convert_avgpool)
                 t_cal = time.perf_counter() - t0
                 acc = snncal.evaluate(snn, loader, T=[T])[T]
                 state["rows"].append({"T": T, "method": method, "seed": seed, "acc": acc,

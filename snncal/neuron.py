@@ -33,6 +33,7 @@ def if_scan(
     steps: int,
     reset: str = "subtract",
     bias: Tensor | float = 0.0,
+    residual: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run an IF neuron for ``steps`` steps; charge, fire, reset.
 
@@ -44,19 +45,26 @@ def if_scan(
         steps: number of time steps.
         reset: ``"subtract"`` (v -= Vth on a spike) or ``"zero"`` (v = 0 on a spike).
         bias: extra current added at every step (Deng & Gu's threshold shift uses ``Vth / 2T``).
+        residual: a second input current shaped like ``x`` (``[steps, N, ...]`` or ``[N, ...]``),
+            added to it: a residual add feeding the neuron, which the compiled step sums in
+            registers instead of writing ``x + residual`` out.
 
     Returns:
         Spikes scaled by ``Vth`` as ``[steps, N, ...]`` and the final potential (``v`` itself).
     """
-    constant = x.dim() == v.dim()
     no_bias = isinstance(bias, float) and bias == 0.0
+    if residual is not None and (not no_bias or residual.requires_grad):
+        x, residual = x + residual, None  # the eager order, (x + residual) + bias
     if not no_bias:
         x = x + bias
     step = _fused_step(x, v)
     if step is not None:
-        spikes = _scan_fused(step, x, v, threshold, steps, reset)
+        spikes = _scan_fused(step, x, residual, v, threshold, steps, reset)
         if spikes is not None:
             return spikes, v
+    if residual is not None:
+        x = x + residual
+    constant = x.dim() == v.dim()
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)  # 0/1, scaled at the end
     for t in range(steps):
         v.add_(x if constant else x[t])
@@ -68,11 +76,13 @@ def if_scan(
     return spikes.mul_(threshold), v
 
 
-def _if_step(v: Tensor, x: Tensor, threshold: Tensor, out: Tensor, subtract: bool) -> None:
+def _if_step(
+    v: Tensor, x: Tensor, residual: Tensor | None, threshold: Tensor, out: Tensor, subtract: bool
+) -> None:
     """One step of :func:`if_scan`, written for torch.compile to fuse into a single pass that reads
     ``v, x`` and writes ``v`` and ``out`` (spikes times ``Vth``): as eager ops it would be slower
     than the loop in :func:`if_scan`, compiled it costs what the ANN's BN + ReLU cost."""
-    v.add_(x)
+    v.add_(x if residual is None else x + residual)
     s = v >= threshold
     torch.mul(s, threshold, out=out)
     if subtract:
@@ -97,16 +107,26 @@ def _fused_step(x: Tensor, v: Tensor):
     if "step" not in _compiled:
         # a CPU-only torch warns "No CUDA runtime is found" when inductor builds its C++ kernel
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        # one graph per dtype, device, rank and residual layout: a program that simulates several
+        # networks needs more than dynamo's default of 8 before it would stop compiling
+        cfg = torch._dynamo.config
+        cfg.recompile_limit = max(cfg.recompile_limit, 64)
         _compiled["step"] = torch.compile(_if_step, fullgraph=True)
     return _compiled["step"]
 
 
-def _scan_fused(step, x: Tensor, v: Tensor, threshold: Tensor, steps: int, reset: str) -> Tensor | None:
+def _scan_fused(
+    step, x: Tensor, residual: Tensor | None, v: Tensor, threshold: Tensor, steps: int, reset: str
+) -> Tensor | None:
     """:func:`if_scan` by the compiled step; ``None`` (``v`` untouched) if it cannot compile here."""
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)
+    r = residual
     for t in range(steps):
+        xt = x if x.dim() == v.dim() else x[t]
+        if residual is not None and residual.dim() > v.dim():
+            r = residual[t]
         try:
-            step(v, x if x.dim() == v.dim() else x[t], threshold, spikes[t], reset == "subtract")
+            step(v, xt, r, threshold, spikes[t], reset == "subtract")
         except Exception as err:  # any backend failure (no C++ compiler, no Triton): fall back
             if t > 0:  # compiling happens at the first step, before v is touched
                 raise
@@ -156,10 +176,12 @@ class IFNeuron(nn.Module):
         """Membrane potential at t = 0 for one time step of input ``x`` ``[N, ...]``."""
         return (torch.zeros_like(x) + self.v0.to(x.dtype)).contiguous()
 
-    def scan(self, x: Tensor, v: Tensor, steps: int, T: int) -> tuple[Tensor, Tensor]:
+    def scan(
+        self, x: Tensor, v: Tensor, steps: int, T: int, residual: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Advance ``steps`` steps of a simulation of total length ``T``; see :func:`if_scan`."""
         bias = self.threshold / (2 * T) if self.shift else 0.0
-        return if_scan(x, v, self.threshold.to(v.dtype), steps, self.reset, bias)
+        return if_scan(x, v, self.threshold.to(v.dtype), steps, self.reset, bias, residual)
 
     def forward(self, x: Tensor) -> Tensor:
         """Outside the simulation engine a neuron has no time axis; refuse instead of guessing."""

@@ -9,6 +9,7 @@ chunks, so memory is bounded by the chunk length, not by T.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -33,6 +34,27 @@ def poisson(x: Tensor, steps: int, generator: torch.Generator | None = None) -> 
     return (fire * (torch.sign(x) * scale)).reshape(steps * x.shape[0], *x.shape[1:])
 
 
+def residual_adds(gm: fx.GraphModule) -> frozenset[fx.Node]:
+    """``a + b`` nodes read only by a neuron: the engine hands ``a`` and ``b`` to the neuron, whose
+    compiled step adds them in registers, instead of writing the sum out at every step."""
+    adds = set()
+    for n in gm.graph.nodes:
+        users = list(n.users)
+        if (
+            n.op == "call_function" and n.target in (operator.add, torch.add) and not n.kwargs
+            and len(n.args) == 2 and all(isinstance(a, fx.Node) for a in n.args)
+            and len(users) == 1 and users[0].op == "call_module"
+            and isinstance(gm.get_submodule(users[0].target), IFNeuron)
+        ):
+            adds.add(n)
+    return frozenset(adds)
+
+
+class _Sum(tuple):
+    """A deferred ``a + b`` (see :func:`residual_adds`): ``(a, b)``, each ``[steps, N, ...]`` if
+    it is temporal, else ``[N, ...]``."""
+
+
 class _Chunk(fx.Interpreter):
     """Runs ``steps`` time steps of the graph; tracks which values are time-invariant (static)."""
 
@@ -45,10 +67,11 @@ class _Chunk(fx.Interpreter):
         static: dict[fx.Node, tuple[Any, bool]],
         static_input: bool,
         spike_counts: dict[str, Tensor] | None = None,
+        deferred: frozenset[fx.Node] = frozenset(),
     ) -> None:
         super().__init__(gm)
         self.steps, self.T, self.state, self.static = steps, T, state, static
-        self.static_input, self.spike_counts = static_input, spike_counts
+        self.static_input, self.spike_counts, self.deferred = static_input, spike_counts, deferred
         self.temporal: set[fx.Node] = set()  # values that differ from step to step
         self.batched: set[fx.Node] = set()  # values with a batch dimension (not constants)
 
@@ -71,10 +94,13 @@ class _Chunk(fx.Interpreter):
             temporal = not self.static_input
         is_neuron = n.op == "call_module" and isinstance(self.submodules[n.target], IFNeuron)
         is_shape = n.target in ("size", "shape") or (n.op == "call_function" and n.target is getattr)
-        expand = temporal and not is_neuron
+        defer = temporal and n in self.deferred and self._summable(n)
+        expand = temporal and not is_neuron and not defer
         args = fx.node.map_arg(n.args, lambda a: self._load(a, expand))
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self._load(a, expand))
-        if is_neuron:
+        if defer:
+            out = _Sum(self._unfold(self.env[a], a in self.temporal) for a in n.args)
+        elif is_neuron:
             out = self._neuron(n.target, args[0], temporal)
             temporal = True
         elif is_shape and batched and not temporal:
@@ -97,14 +123,24 @@ class _Chunk(fx.Interpreter):
             args = (x[:1].expand(self.steps * x.shape[0], *x.shape[1:]), *args[1:])
         return getattr(self, n.op)(n.target, args, kwargs)
 
-    def _neuron(self, name: str, x: Tensor, temporal: bool) -> Tensor:
+    def _summable(self, n: fx.Node) -> bool:
+        a, b = (self.env[arg] for arg in n.args)
+        return (
+            isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape[1:] == b.shape[1:]
+            and a.dtype == b.dtype and all(arg in self.batched for arg in n.args)
+        )
+
+    def _unfold(self, x: Tensor, temporal: bool) -> Tensor:
+        return x.view(self.steps, -1, *x.shape[1:]) if temporal else x
+
+    def _neuron(self, name: str, x: Tensor | _Sum, temporal: bool) -> Tensor:
         neuron: IFNeuron = self.submodules[name]
-        if temporal:
-            x = x.view(self.steps, -1, *x.shape[1:])
+        x, residual = x if isinstance(x, _Sum) else (self._unfold(x, temporal), None)
         v = self.state.get(name)
         if v is None:
-            v = neuron.init_state(x[0] if temporal else x)
-        out, self.state[name] = neuron.scan(x, v, self.steps, self.T)
+            one = x if residual is None or residual.dim() < x.dim() else residual
+            v = neuron.init_state(one[0] if temporal else one)
+        out, self.state[name] = neuron.scan(x, v, self.steps, self.T, residual)
         if self.spike_counts is not None:
             count = out.ne(0).sum((0, 1), dtype=torch.float64)
             self.spike_counts[name] = self.spike_counts.get(name, 0) + count
@@ -149,13 +185,14 @@ def simulate(
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
     chunk = max(1, min(T, max_batch // max(1, x.shape[0])))
+    deferred = residual_adds(gm)
     state: dict[str, Tensor] = {}
     static: dict[fx.Node, tuple[Any, bool]] = {}
     total, history = None, []
     for t0 in range(0, T, chunk):
         steps = min(chunk, T - t0)
         inp = x if encoding == "direct" else poisson(x, steps, generator)
-        engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts)
+        engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts, deferred)
         y = engine.run(inp)
         y = y.view(steps, x.shape[0], *y.shape[1:]) if y.shape[0] == steps * x.shape[0] else (
             y.unsqueeze(0).expand(steps, *y.shape)

@@ -1,3 +1,5 @@
+import importlib
+
 import torch
 from nets import Mixed, Plain, randomize_bn
 
@@ -91,3 +93,21 @@ def test_state_is_named_tensors():
     keys = set(snn.state_dict())
     assert {"graph.relu.threshold", "graph.relu.v0", "graph.pool_if.threshold"} <= keys
     assert snn.neurons()["relu"].threshold.shape == (8, 1, 1)
+
+
+def test_residual_add_fused_into_the_neuron_changes_no_bit(monkeypatch):
+    """The engine hands ``y + x`` to the neuron as two currents; compiled or eager, with or without
+    that deferral, every output bit is the same."""
+    sim = importlib.import_module("snncal.simulate")  # the module, not the function snncal.simulate
+    model = randomize_bn(Mixed())
+    x = torch.rand(8, 3, 16, 16)  # 8 x 8 x 16 x 16 currents: large enough for the compiled step
+    snn = _convert(model, x, T=12)
+    adds = sim.residual_adds(snn.graph)
+    assert sorted(str(n.args[1]) for n in adds) == ["pad", "relu"]  # y + x and c4(z) + pad(...)
+    fused = snn.simulate(x, every_step=True)
+    monkeypatch.setenv("SNNCAL_COMPILE", "0")
+    assert torch.equal(snn.simulate(x, every_step=True), fused)
+    monkeypatch.setattr(sim, "residual_adds", lambda gm: frozenset())
+    assert torch.equal(snn.simulate(x, every_step=True), fused)
+    monkeypatch.setenv("SNNCAL_COMPILE", "1")
+    assert torch.equal(snn.simulate(x, every_step=True), fused)
