@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 RESETS = ("subtract", "zero")
-FUSE_MIN_NUMEL = 1 << 14  # below this, eager ops are cheaper than a compiled kernel's call
+FUSE_MIN_NUMEL = 1 << 17  # below this, the eager ops cost less than a compiled call (~25 us)
 
 
 def clip_floor(x: Tensor, threshold: Tensor | float, T: int, v0: Tensor | float = 0.0) -> Tensor:

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from snncal import neuron
 from snncal.neuron import IFNeuron, clip_floor, if_scan
 
 
@@ -71,7 +72,7 @@ def test_neuron_refuses_stand_alone_forward_and_bad_reset():
 def test_compiled_step_equals_eager_ops(monkeypatch, reset, constant):
     """Large tensors take the torch.compile'd step; it must give the eager loop's bits exactly."""
     g = torch.Generator().manual_seed(0)
-    shape = (8, 16, 16, 16)  # 32768 elements >= FUSE_MIN_NUMEL
+    shape = (8, 16, 32, 32)  # 131072 elements >= FUSE_MIN_NUMEL
     x = torch.randn(shape if constant else (5, *shape), generator=g)
     th = torch.rand(16, 1, 1, generator=g) + 0.5
     v0 = torch.rand(shape, generator=g)
@@ -79,5 +80,6 @@ def test_compiled_step_equals_eager_ops(monkeypatch, reset, constant):
     eager, v_eager = if_scan(x, v0.clone(), th, 5, reset, bias=0.01)
     monkeypatch.setenv("SNNCAL_COMPILE", "1")
     fused, v_fused = if_scan(x, v0.clone(), th, 5, reset, bias=0.01)
+    assert neuron._compiled["step"] is not None  # compiled here, no fallback
     assert torch.equal(fused, eager) and torch.equal(v_fused, v_eager)
     assert 0.05 < (eager > 0).float().mean() < 0.95  # spikes and silences both occur

@@ -100,7 +100,7 @@ def test_residual_add_fused_into_the_neuron_changes_no_bit(monkeypatch):
     that deferral, every output bit is the same."""
     sim = importlib.import_module("snncal.simulate")  # the module, not the function snncal.simulate
     model = randomize_bn(Mixed())
-    x = torch.rand(8, 3, 16, 16)  # 8 x 8 x 16 x 16 currents: large enough for the compiled step
+    x = torch.rand(64, 3, 16, 16)  # 64 x 8 x 16 x 16 currents: large enough for the compiled step
     snn = _convert(model, x, T=12)
     adds = sim.residual_adds(snn.graph)
     assert sorted(str(n.args[1]) for n in adds) == ["pad", "relu"]  # y + x and c4(z) + pad(...)
