@@ -55,6 +55,22 @@ def speed(spec: str, batch: int, T: int, repeats: int) -> dict:
     return {"model": spec, "T": T, "ann_s": ann, "snn_s": sim, "ratio": ratio}
 
 
+@torch.no_grad()
+def profile(spec: str, batch: int, T: int, rows: int = 12) -> None:
+    """Where the time goes: the torch profiler's costliest operators, SNN (T steps) then ANN (T passes)."""
+    model, snn, x = build(spec, batch, T)
+    model(x), snn.simulate(x, T=T)  # warm-up and compiling
+    for name, fn in (("SNN", lambda: snn.simulate(x, T=T)), ("ANN", lambda: [model(x) for _ in range(T)])):
+        with torch.profiler.profile(record_shapes=True) as prof:
+            fn()
+        events = prof.key_averages(group_by_input_shape=True)
+        total = sum(e.self_cpu_time_total for e in events) / 1e3
+        print(f"\n{spec} {name}: {total:.0f} ms of operators")
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:rows]:
+            ms = e.self_cpu_time_total / 1e3
+            print(f"  {ms:8.1f} ms {e.count:5d}x {e.key[:40]:40s} {e.input_shapes[:1]}")
+
+
 def _peak_rss(path: str, batch: int, T: int, threads: int, queue: mp.Queue) -> None:
     """In a fresh process: load a saved SNN, then the peak RSS growth of one simulation."""
     torch.set_num_threads(threads)
@@ -89,6 +105,7 @@ def main() -> None:
     p.add_argument("--memory-T", type=int, nargs="*", default=[32, 256, 2048])
     p.add_argument("--memory-models", nargs="*", default=["resnet20_he"])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--profile", action="store_true", help="also print the costliest operators")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}")
@@ -97,6 +114,9 @@ def main() -> None:
     for spec in args.models:
         r = speed(spec, args.batch, args.T, args.repeats)
         print(f"| {spec} | {r['T']} | {r['ann_s']:.4f} | {r['snn_s']:.3f} | {r['ratio']:.2f} |", flush=True)
+    if args.profile:
+        for spec in args.models:
+            profile(spec, args.batch, args.T)
     if args.memory_T:
         print("\n| model | " + " | ".join(f"peak MB, T={T}" for T in args.memory_T) + " |")
         print("|---|" + "---|" * len(args.memory_T))
