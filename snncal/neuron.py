@@ -120,13 +120,14 @@ def _scan_fused(
 ) -> Tensor | None:
     """:func:`if_scan` by the compiled step; ``None`` (``v`` untouched) if it cannot compile here."""
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)
-    r = residual
+    x_per_step = x.dim() > v.dim()
+    r_per_step = residual is not None and residual.dim() > v.dim()
+    subtract = reset == "subtract"
     for t in range(steps):
-        xt = x if x.dim() == v.dim() else x[t]
-        if residual is not None and residual.dim() > v.dim():
-            r = residual[t]
+        xt = x[t] if x_per_step else x
+        rt = residual[t] if r_per_step else residual
         try:
-            step(v, xt, r, threshold, spikes[t], reset == "subtract")
+            step(v, xt, rt, threshold, spikes[t], subtract)
         except Exception as err:  # any backend failure (no C++ compiler, no Triton): fall back
             if t > 0:  # compiling happens at the first step, before v is touched
                 raise

@@ -99,7 +99,7 @@ class _Chunk(fx.Interpreter):
         args = fx.node.map_arg(n.args, lambda a: self._load(a, expand))
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self._load(a, expand))
         if defer:
-            out = _Sum(self._unfold(self.env[a], a in self.temporal) for a in n.args)
+            out = _Sum(self._unfold(value, a in self.temporal) for a, value in zip(n.args, args))
         elif is_neuron:
             out = self._neuron(n.target, args[0], temporal)
             temporal = True
