@@ -5,6 +5,10 @@ to ``[steps, N, ...]`` and scan over time. Values that do not depend on time (th
 direct encoding and every op before the first neuron) are computed once and reused by every step
 and chunk. Neuron state is a plain dict from neuron name to membrane potential, carried between
 chunks, so memory is bounded by the chunk length, not by T.
+
+A large batch runs as groups of images, each simulated for all T steps in chunks of
+``SCAN_BLOCK`` steps: the time-folded batch is as large as before, but each neuron keeps the
+potential of a few images only, which stays in cache, and scans a whole chunk in one pass.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
-from .neuron import IFNeuron
+from .neuron import SCAN_BLOCK, IFNeuron
 
 ENCODINGS = ("direct", "poisson")
-MAX_BATCH = 64  # default time-folded batch: one step of a batch of 64 keeps a CPU's caches warm
+MAX_BATCH = 64  # default time-folded batch (steps x images): keeps a CPU's caches warm
 
 
 def _repeat(x: Tensor, steps: int) -> Tensor:
@@ -172,8 +176,9 @@ def simulate(
         T: number of time steps.
         every_step: also return the running average at every step.
         encoding: ``"direct"`` or ``"poisson"``.
-        max_batch: largest time-folded batch ``steps * N``; time is processed in chunks of
-            ``max(1, max_batch // N)`` steps, which bounds memory whatever ``T`` is.
+        max_batch: largest time-folded batch ``steps * images``: images run in groups of
+            ``max_batch // min(T, SCAN_BLOCK)``, each for ``T`` steps in chunks of
+            ``max_batch // group`` steps, which bounds memory whatever ``T`` is.
         generator: random source for Poisson encoding.
         spike_counts: if given, each neuron's spikes are added to ``spike_counts[name]``, one count
             per element ``[C, ...]``, summed over images and steps (firing rates, synaptic ops).
@@ -184,8 +189,29 @@ def simulate(
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
-    chunk = max(1, min(T, max_batch // max(1, x.shape[0])))
+    group = max(1, max_batch // min(T, SCAN_BLOCK))
     deferred = residual_adds(gm)
+    outs = [
+        _simulate_group(gm, x[i : i + group], T, every_step, encoding, max_batch, generator,
+                        spike_counts, deferred)
+        for i in range(0, max(1, x.shape[0]), group)
+    ]
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if every_step else 0)
+
+
+def _simulate_group(
+    gm: fx.GraphModule,
+    x: Tensor,
+    T: int,
+    every_step: bool,
+    encoding: str,
+    max_batch: int,
+    generator: torch.Generator | None,
+    spike_counts: dict[str, Tensor] | None,
+    deferred: frozenset[fx.Node],
+) -> Tensor:
+    """:func:`simulate` of one group of images, in chunks of time steps that carry the state."""
+    chunk = max(1, min(T, max_batch // max(1, x.shape[0])))
     state: dict[str, Tensor] = {}
     static: dict[fx.Node, tuple[Any, bool]] = {}
     total, history = None, []

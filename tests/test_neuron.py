@@ -80,6 +80,6 @@ def test_compiled_step_equals_eager_ops(monkeypatch, reset, constant):
     eager, v_eager = if_scan(x, v0.clone(), th, 5, reset, bias=0.01)
     monkeypatch.setenv("SNNCAL_COMPILE", "1")
     fused, v_fused = if_scan(x, v0.clone(), th, 5, reset, bias=0.01)
-    assert neuron._compiled["step"] is not None  # compiled here, no fallback
+    assert neuron._compiled["scan"] is not None  # compiled here, no fallback
     assert torch.equal(fused, eager) and torch.equal(v_fused, v_eager)
     assert 0.05 < (eager > 0).float().mean() < 0.95  # spikes and silences both occur

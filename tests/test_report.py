@@ -23,10 +23,13 @@ def _net() -> nn.Module:
     ).eval()
 
 
-@pytest.mark.parametrize("max_batch", [4, 1024])  # one step per chunk, and all steps in one chunk
+# groups of one image in chunks of 4 steps, and all 12 images and 20 steps in one chunk
+@pytest.mark.parametrize("max_batch", [4, 1024])
 def test_firing_rates_match_a_loop_over_time(max_batch: int) -> None:
     x = torch.rand(12, 3, 8, 8)
     snn = snncal.convert(_net(), x, T=16, threshold="max", num_images=12)
+    for n in snn.neurons().values():  # no exact tie with the largest current, which one ulp of
+        n.threshold.mul_(1.01)  # conv rounding (batch 1 vs 12) would break either way
     snn.max_batch = max_batch
     rates = firing_rates(snn, [(x[:7], None), (x[7:], None)], T=20)
 
