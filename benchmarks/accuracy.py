@@ -2,8 +2,9 @@
 
 Each (T, method, seed) calibrates a fresh SNN for that T on ``--images`` clean training images drawn
 with the seed, and evaluates it on a fixed test subset (every ``--test-every``-th test image, so all
-classes are in it). Rows are appended to ``--out`` as they finish (an interrupted run resumes), and a
-Markdown table of mean +- std is printed. Example (the record in docs/results.md):
+classes are in it; ``--test-every 1`` for all of them). Rows are appended to ``--out`` as they
+finish (an interrupted run resumes), and a Markdown table of mean +- std is printed. Example (the
+record in docs/results.md):
 
     python benchmarks/accuracy.py --ckpt runs/resnet20_he_cifar10/best --data data/cifar10 \
         --T 16 32 --seeds 0 1 2 3 4 --test-every 5 --out docs/data/accuracy_resnet20_he.json
@@ -92,9 +93,11 @@ def main() -> None:
                                      num_images=args.images, per_channel=per_channel,
                                      convert_avgpool=convert_avgpool)
                 t_cal = time.perf_counter() - t0
+                t0 = time.perf_counter()
                 acc = snncal.evaluate(snn, loader, T=[T])[T]
                 state["rows"].append({"T": T, "method": method, "seed": seed, "acc": acc,
-                                      "calibration_s": t_cal})
+                                      "calibration_s": t_cal,
+                                      "evaluation_s": time.perf_counter() - t0})
                 atomic_write_json(out, state)
                 print(f"T={T} {method} seed={seed}: {acc:.2f}% (calibration {t_cal:.0f} s)", flush=True)
     print(summary(state["rows"], state["ann"]))
