@@ -102,6 +102,7 @@ def test_residual_add_fused_into_the_neuron_changes_no_bit(monkeypatch):
     model = randomize_bn(Mixed())
     x = torch.rand(64, 3, 16, 16)  # 64 x 8 x 16 x 16 currents: large enough for the compiled step
     snn = _convert(model, x, T=12)
+    snn.max_batch = len(x) * 12  # one group of all 64 images (groups of 8 would stay eager)
     adds = sim.residual_adds(snn.graph)
     assert sorted(str(n.args[1]) for n in adds) == ["pad", "relu"]  # y + x and c4(z) + pad(...)
     fused = snn.simulate(x, every_step=True)
