@@ -87,9 +87,7 @@ def layer_errors(
             current = sweep.run_segment(seg, sweep.rates(seg), set())[0]
             sweep.simulate_layer(seg, target, store=True)
             if seg.neuron in sweep.spikes:  # a neuron no later neuron reads is not stored
-                store = sweep.spikes[seg.neuron]
-                counts = [store.load(b).float().mean(0) for b in range(len(sweep.slices))]
-                rate = torch.cat(counts) * neuron.threshold
+                rate = sweep.rate(seg.neuron)
                 cf = clip_floor(current, neuron.threshold, snn.T, neuron.v0)
                 rows.append({
                     "layer": seg.neuron.target,

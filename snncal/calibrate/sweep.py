@@ -202,18 +202,15 @@ class Sweep:
         with torch.no_grad():
             return self.run_segment(seg, values, set())[0]
 
+    def rate(self, node: fx.Node) -> Tensor:
+        """A stored neuron's rate (time average of its spike trains, times ``Vth``) on the whole set."""
+        th = self.gm.get_submodule(node.target).threshold
+        store, dev = self.spikes[node], self.images.device
+        return torch.cat([_as_float(store.load(b, dev)).mean(0) for b in range(len(self.slices))]) * th
+
     def rates(self, seg: Segment) -> dict[fx.Node, Tensor]:
         """Segment inputs as rates (time averages of the spike trains) for the whole set."""
-        out = {}
-        for n in seg.inputs:
-            if n is self.placeholder:
-                out[n] = self.images
-            else:
-                th = self.gm.get_submodule(n.target).threshold
-                store, dev = self.spikes[n], self.images.device
-                rates = [_as_float(store.load(b, dev)).mean(0) for b in range(len(self.slices))]
-                out[n] = torch.cat(rates) * th
-        return out
+        return {n: self.images if n is self.placeholder else self.rate(n) for n in seg.inputs}
 
     def snn_inputs(self, seg: Segment, b: int) -> tuple[dict, set]:
         """Segment inputs for minibatch ``b`` as the simulation sees them."""
