@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import snncal
-from snncal.data import build_dataset
-from snncal.io import atomic_write_json, load_checkpoint
+from snncal.ann.checkpoint import load_checkpoint
+from snncal.ann.data import build_dataset
+from snncal.core.files import atomic_write_json
 
 
 def summary(rows: list[dict], ann: float) -> str:

@@ -16,18 +16,19 @@ import time
 import torch
 
 import snncal
-import snncal.calibrate
-import snncal.models
-from snncal.convert import calibration_batches, make_config, observe_thresholds, to_spiking
-from snncal.graph import prepare
-from snncal.simulate import SpikingNetwork
+import snncal.ann.models
+import snncal.core.calibrate
+from snncal.core.config import make_config
+from snncal.core.convert import calibration_batches, observe_thresholds, to_spiking
+from snncal.core.engine import SpikingNetwork
+from snncal.core.graph import prepare
 
 
 def images_for(n: int, data: str | None) -> torch.Tensor:
     """``n`` CIFAR-10 training images from an ImageFolder copy, or uniform noise of that shape."""
     if data is None:
         return torch.rand(n, 3, 32, 32)
-    from snncal.data import build_dataset, calibration_subset
+    from snncal.ann.data import build_dataset, calibration_subset
 
     subset = calibration_subset(build_dataset("cifar10", data, "train", augment="none"), n, seed=0)
     return torch.stack([subset[i][0] for i in range(len(subset))])
@@ -35,7 +36,7 @@ def images_for(n: int, data: str | None) -> torch.Tensor:
 
 def measure(name: str, x: torch.Tensor, T: int, method: str) -> dict:
     torch.manual_seed(0)
-    model = snncal.models.create(name, num_classes=10).eval()
+    model = snncal.ann.models.create(name, num_classes=10).eval()
     cfg = make_config(T=T, method=method, num_images=len(x))
     batches = calibration_batches(x, cfg.num_images, cfg.batch_size, cfg.seed)
     t0 = time.perf_counter()
@@ -44,7 +45,7 @@ def measure(name: str, x: torch.Tensor, T: int, method: str) -> dict:
     t_thresholds = time.perf_counter() - t0
     snn = SpikingNetwork(to_spiking(ann, thresholds, cfg), T, max_batch=cfg.max_batch)
     t0 = time.perf_counter()
-    report = snncal.calibrate.calibrate(snn, batches, cfg)
+    report = snncal.core.calibrate.calibrate(snn, batches, cfg)
     t_calib = time.perf_counter() - t0
     t0 = time.perf_counter()
     for b in batches:

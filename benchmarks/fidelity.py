@@ -29,10 +29,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import snncal
-from snncal.calibrate.sweep import Sweep
-from snncal.data import build_dataset
-from snncal.io import load_checkpoint
-from snncal.neuron import clip_floor
+from snncal.ann.checkpoint import load_checkpoint
+from snncal.ann.data import build_dataset
+from snncal.core.calibrate.sweep import Sweep
+from snncal.core.neuron import clip_floor
 
 
 def parse_set(items: list[str]) -> dict:

@@ -21,14 +21,14 @@ import time
 import torch
 
 import snncal
-import snncal.models
+import snncal.ann.models
 
 
 def build(spec: str, batch: int, T: int) -> tuple[torch.nn.Module, snncal.SpikingNetwork, torch.Tensor]:
     """``name`` or ``name:width`` -> (ANN in eval mode, its SNN with max thresholds, an input batch)."""
     name, _, width = spec.partition(":")
     torch.manual_seed(0)
-    model = snncal.models.create(name, num_classes=10, width=float(width or 1)).eval()
+    model = snncal.ann.models.create(name, num_classes=10, width=float(width or 1)).eval()
     x = torch.rand(batch, 3, 32, 32)
     snn = snncal.convert(model, x, T=T, threshold="max", num_images=batch)
     return model, snn, x

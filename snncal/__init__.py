@@ -2,14 +2,15 @@
 
 Conversion is a torch.fx graph rewrite (BN folding, ReLU -> integrate-and-fire neuron), thresholds
 come from observers, and post-training calibration (Li et al., ICML 2021) corrects the conversion
-error layer by layer. ``snncal.models`` holds the model zoo.
+error layer by layer. ``snncal.ann.models`` holds the model zoo.
 """
 
-from .convert import ConvertConfig, convert
-from .evaluate import evaluate
-from .graph import ConversionError
-from .neuron import IFNeuron, clip_floor
-from .simulate import SpikingNetwork, simulate
+from snncal.core.config import ConvertConfig
+from snncal.core.convert import convert
+from snncal.core.engine import SpikingNetwork, simulate
+from snncal.core.evaluate import evaluate
+from snncal.core.graph import ConversionError
+from snncal.core.neuron import IFNeuron, clip_floor
 
 __all__ = [
     "ConversionError",

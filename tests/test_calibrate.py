@@ -7,10 +7,10 @@ from nets import Mixed, Plain, randomize_bn
 from torch import nn
 
 import snncal
-from snncal.calibrate import method_steps
-from snncal.calibrate.store import SpikeStore, pack, unpack
-from snncal.graph import prepare
-from snncal.simulate import _Chunk, simulate
+from snncal.core.calibrate import method_steps
+from snncal.core.calibrate.store import SpikeStore, pack, unpack
+from snncal.core.engine import _Chunk, simulate
+from snncal.core.graph import prepare
 
 
 class OneLayer(nn.Module):

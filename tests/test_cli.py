@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import snncal.data.datasets as ds
-import snncal.experiments as experiments
-from snncal.cli import main
-from snncal.export import load_snn
+import snncal.ann.data.datasets as ds
+import snncal.app.experiment as experiments
+from snncal.app.cli import main
+from snncal.core.export import load_snn
 
 FAST = ["--threads", "1", "--no-progress"]
 

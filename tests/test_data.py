@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import snncal.data as data
+import snncal.ann.data as data
 
 CLASSES = [f"c{i}" for i in range(10)]
 

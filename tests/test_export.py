@@ -9,9 +9,9 @@ import torch
 from nets import randomize_bn
 
 import snncal
-import snncal.models as zoo
-import snncal.quickstart
-from snncal.export import load_snn, read_snn_meta, save_snn
+import snncal.ann.models as zoo
+import snncal.app.quickstart
+from snncal.core.export import load_snn, read_snn_meta, save_snn
 
 
 def _meta(arch: str, **kw) -> dict:
@@ -56,7 +56,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, arch, options) -> None:
 
 
 def test_load_rejects_an_ann_checkpoint(tmp_path) -> None:
-    from snncal.io import save_checkpoint
+    from snncal.ann.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "ann", zoo.create("cnn_small", 5, 0.25), _meta("cnn_small"))
     with pytest.raises(ValueError, match="not an SNN checkpoint"):

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from nets import Mixed, Plain, randomize_bn
 from torch import nn
 
-from snncal.graph import ConversionError, fold_bn, prepare, trace
+from snncal.core.graph import ConversionError, fold_bn, prepare, trace
 
 
 def _count(gm, kind):

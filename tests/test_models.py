@@ -7,7 +7,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-import snncal.models as zoo
+import snncal.ann.models as zoo
 
 ZOO = [n for n in zoo.list() if not n.startswith("tv_")]
 TV = [n for n in zoo.list() if n.startswith("tv_")]

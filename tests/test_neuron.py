@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from snncal import neuron
-from snncal.neuron import IFNeuron, clip_floor, if_scan
+from snncal.core import neuron
+from snncal.core.neuron import IFNeuron, clip_floor, if_scan
 
 
 @pytest.mark.parametrize("T", [1, 7, 32, 256])

@@ -3,9 +3,10 @@ import torch
 from nets import Plain, randomize_bn
 
 import snncal
-from snncal.convert import ConvertConfig, calibration_batches, make_config
-from snncal.neuron import clip_floor
-from snncal.observers import HistogramObserver, MaxObserver
+from snncal.core.config import ConvertConfig, make_config
+from snncal.core.convert import calibration_batches
+from snncal.core.neuron import clip_floor
+from snncal.core.observers import HistogramObserver, MaxObserver
 
 
 def _observe(x, per_channel=False):

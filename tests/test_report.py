@@ -10,10 +10,11 @@ from PIL import Image
 from torch import nn
 
 import snncal
-from snncal.neuron import if_scan
-from snncal.plots import plot_accuracy, plot_firing_rates
-from snncal.report import LayerRate, calibration_table, firing_rates, rates_table
-from snncal.results import ResultsFile, SweepRow, accuracy_table, markdown_table, to_csv
+from snncal.app.plots import plot_accuracy, plot_firing_rates
+from snncal.app.report import calibration_table, rates_table
+from snncal.app.results import ResultsFile, SweepRow, accuracy_table, markdown_table, to_csv
+from snncal.core.evaluate import LayerRate, firing_rates
+from snncal.core.neuron import if_scan
 
 
 def _net() -> nn.Module:
@@ -110,7 +111,7 @@ def test_plots_are_written(tmp_path) -> None:
 def test_test_subset_is_fixed_and_covers_sorted_classes() -> None:
     from torch.utils.data import TensorDataset
 
-    from snncal.experiments import subset_name, test_subset
+    from snncal.app.experiment import subset_name, test_subset
 
     labels = torch.arange(10).repeat_interleave(100)  # sorted by class, like an ImageFolder
     data = TensorDataset(torch.zeros(1000, 1), labels)

@@ -4,8 +4,8 @@ import torch
 from nets import Mixed, Plain, randomize_bn
 
 import snncal
-from snncal.neuron import if_scan
-from snncal.simulate import poisson
+from snncal.core.engine import poisson
+from snncal.core.neuron import if_scan
 
 
 def _convert(model, x, **kw):
@@ -98,7 +98,7 @@ def test_state_is_named_tensors():
 def test_residual_add_fused_into_the_neuron_changes_no_bit(monkeypatch):
     """The engine hands ``y + x`` to the neuron as two currents; compiled or eager, with or without
     that deferral, every output bit is the same."""
-    sim = importlib.import_module("snncal.simulate")  # the module, not the function snncal.simulate
+    sim = importlib.import_module("snncal.core.engine")  # the module, not the function snncal.simulate
     model = randomize_bn(Mixed())
     x = torch.rand(64, 3, 16, 16)  # 64 x 8 x 16 x 16 currents: large enough for the compiled step
     snn = _convert(model, x, T=12)

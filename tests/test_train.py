@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-import snncal.train as T
-from snncal import io
-from snncal.data import TensorImageDataset
+import snncal.ann.train as T
+from snncal.ann import checkpoint as ck
+from snncal.ann.data import TensorImageDataset
 
 
 def _synthetic(n: int, seed: int, size: int = 16) -> TensorImageDataset:
@@ -55,7 +55,7 @@ def test_tiny_training_learns(tmp_path: Path) -> None:
     hist = out["history"]
     assert len(hist) == 4 and hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert out["test_acc"] > 30  # chance is 10%
-    model, meta = io.load_checkpoint(out["checkpoint"])
+    model, meta = ck.load_checkpoint(out["checkpoint"])
     assert meta["epoch"] == 4 and meta["recipe"]["lr"] == 0.05
     assert meta["normalize"]["mean"][0] == pytest.approx(0.4914)
     test = _synthetic(60, 1)
@@ -94,8 +94,8 @@ def test_resume_after_kill_is_identical(tmp_path: Path, monkeypatch: pytest.Monk
     assert state["epoch"] == 1
     resumed = T.train(_config(tmp_path, "killed", **kw), train_set, test_set)
 
-    a, meta_a = io.read_checkpoint(whole["checkpoint"])
-    b, _ = io.read_checkpoint(resumed["checkpoint"])
+    a, meta_a = ck.read_checkpoint(whole["checkpoint"])
+    b, _ = ck.read_checkpoint(resumed["checkpoint"])
     assert meta_a["weights"] == "ema" and a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k

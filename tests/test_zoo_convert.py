@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import snncal
-import snncal.models
+import snncal.ann.models
 
 # one per torchvision family (the larger members differ only in depth or width)
 TV = [
@@ -13,7 +13,7 @@ TV = [
     "tv_mobilenet_v2", "tv_regnet_x_400mf", "tv_resnet18", "tv_resnext50_32x4d",
     "tv_shufflenet_v2_x0_5", "tv_squeezenet1_1", "tv_vgg11_bn",
 ]  # fmt: skip
-ZOO = [name for name in snncal.models.list() if not name.startswith("tv_")]
+ZOO = [name for name in snncal.ann.models.list() if not name.startswith("tv_")]
 SIZE = {"tv_inception_v3": 96, "resnet34": 64, "mobilenet": 64}
 
 
@@ -21,7 +21,7 @@ SIZE = {"tv_inception_v3": 96, "resnet34": 64, "mobilenet": 64}
 def test_model_converts(name):
     size = SIZE.get(name, 64 if name.startswith("tv_") else 32)
     kwargs = {} if name.startswith("tv_") else {"width": 0.25}
-    model = snncal.models.create(name, num_classes=10, **kwargs).eval()
+    model = snncal.ann.models.create(name, num_classes=10, **kwargs).eval()
     x = torch.rand(2, 3, size, size)
     snn = snncal.convert(model, x, T=2, threshold="max", maxpool_to_avgpool=True)
     assert len(snn.neurons()) > 0
@@ -33,6 +33,6 @@ def test_model_converts(name):
 
 
 def test_torchvision_families_are_all_covered():
-    tv = [n for n in snncal.models.list() if n.startswith("tv_")]
+    tv = [n for n in snncal.ann.models.list() if n.startswith("tv_")]
     families = {n.rstrip("0123456789_").split("_")[1].rstrip("0123456789") for n in tv} - {"wide"}
     assert families <= {n.split("_")[1].rstrip("0123456789") for n in TV}

@@ -1,0 +1,546 @@
+"""The paper's ANN training recipe as plain functions (torchvision-references style).
+
+``train(TrainConfig(...))`` trains a zoo model and writes, under ``out_dir``:
+
+* ``state.pt``: everything needed to resume (weights, optimizer, scheduler, EMA, RNG, history),
+  rewritten atomically after every epoch, so ``kill -9`` loses at most the running epoch;
+* ``last.{safetensors,json}`` and ``best.{safetensors,json}``: checkpoints (see :mod:`snncal.ann.checkpoint`),
+  holding the EMA weights when EMA is on;
+* ``history.json``: per-epoch metrics.
+
+Recipe (Li et al. 2021): SGD momentum 0.9, lr 0.1 cosine, weight decay 5e-4 with BN (lr 0.005,
+weight decay 1e-4 without BN), 300 CIFAR epochs; ImageNet: label smoothing 0.1, EMA 0.999,
+weight decay 1e-4, 120 epochs. Mixed precision (bf16 autocast) on GPU; DDP under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from snncal.ann.checkpoint import save_checkpoint
+from snncal.core.files import atomic_write_bytes, atomic_write_json
+
+__all__ = ["TrainConfig", "evaluate", "main", "train", "train_one_epoch"]
+
+log = logging.getLogger("snncal")
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """All settings of a training run; ``None`` means "the paper's default for this case".
+
+    Defaults that depend on the model or data set are filled in by :meth:`resolve`.
+    """
+
+    arch: str = _f("resnet20_he", "model name (snncal.ann.models.list())")
+    dataset: str = _f("cifar10", "cifar10, cifar100, imagenet or fashion_mnist")
+    data_dir: str | None = _f(None, "data set root (see docs/training.md)")
+    out_dir: str = _f("runs/train", "checkpoints, logs and resume state")
+    epochs: int | None = _f(None, "default 300 (CIFAR, Fashion-MNIST) or 120 (ImageNet)")
+    batch_size: int = _f(128, "global batch size, split over DDP processes")
+    lr: float | None = _f(None, "default 0.1 with BN, 0.005 without; cosine decay per step")
+    momentum: float = _f(0.9, "SGD momentum")
+    weight_decay: float | None = _f(None, "default 5e-4 with BN, 1e-4 without BN or on ImageNet")
+    label_smoothing: float | None = _f(None, "default 0.1 on ImageNet, else 0")
+    ema_decay: float | None = _f(None, "EMA of weights; default 0.999 on ImageNet, else 0 (off)")
+    width: float = _f(1.0, "channel multiplier of the zoo model")
+    augment: str = _f("paper", "paper, basic (crop + flip) or none")
+    workers: int = _f(0, "DataLoader worker processes")
+    seed: int = _f(0, "seed of init, shuffling and augmentation")
+    device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...")
+    amp: bool = _f(True, "bf16 autocast on CUDA")
+    threads: int | None = _f(None, "torch.set_num_threads for the run")
+    train_subset: int | None = _f(None, "train on a seeded random subset of N images")
+    test_subset: int | None = _f(None, "test on a seeded random subset of N images")
+    resume: bool = _f(True, "continue from OUT_DIR/state.pt when present")
+    deterministic: bool = _f(False, "deterministic algorithms, no cuDNN benchmark")
+    download: bool = _f(False, "let torchvision download CIFAR (needs a network)")
+    progress: bool = _f(True, "tqdm progress bars")
+
+    def resolve(self, has_bn: bool) -> TrainConfig:
+        """A copy with every ``None`` default replaced by the recipe's value."""
+        imagenet = self.dataset == "imagenet"
+        return dataclasses.replace(
+            self,
+            epochs=self.epochs if self.epochs is not None else (120 if imagenet else 300),
+            lr=self.lr if self.lr is not None else (0.1 if has_bn else 0.005),
+            weight_decay=(
+                self.weight_decay
+                if self.weight_decay is not None
+                else (5e-4 if has_bn and not imagenet else 1e-4)
+            ),
+            label_smoothing=(
+                self.label_smoothing
+                if self.label_smoothing is not None
+                else (0.1 if imagenet else 0.0)
+            ),
+            ema_decay=(
+                self.ema_decay if self.ema_decay is not None else (0.999 if imagenet else 0.0)
+            ),
+        )
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    criterion: nn.Module,
+    device: torch.device,
+    *,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
+    amp: bool = False,
+    progress: bool = False,
+    desc: str = "train",
+) -> dict[str, float]:
+    """One pass over ``loader``; the scheduler steps every batch. Returns mean loss and top-1 %."""
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x)
+            loss = criterion(out.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total_loss += loss.detach() * len(y)
+        correct += (out.argmax(1) == y).sum()
+        seen += len(y)
+    if not math.isfinite(float(total_loss)):
+        raise FloatingPointError("training loss is not finite; lower the learning rate")
+    return {"loss": float(total_loss) / max(seen, 1), "acc": 100.0 * float(correct) / max(seen, 1)}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str = "cpu",
+    *,
+    amp: bool = False,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy of ``model`` over ``loader``."""
+    device = torch.device(device)
+    model.eval()
+    loss_sum, top1, top5, seen = 0.0, 0, 0, 0
+    for x, y in tqdm(loader, desc="eval", disable=not progress, leave=False):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(x).float()
+        loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+        k = min(5, out.shape[1])
+        pred = out.topk(k, 1).indices
+        top1 += int((pred[:, 0] == y).sum())
+        top5 += int((pred == y[:, None]).any(1).sum())
+        seen += len(y)
+    n = max(seen, 1)
+    return {"loss": loss_sum / n, "acc": 100.0 * top1 / n, "acc5": 100.0 * top5 / n}
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _setup_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); starts the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return dist.get_rank(), world, local
+
+
+def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
+    if n is None or n >= len(ds):  # type: ignore[arg-type]
+        return ds
+    from snncal.ann.data import calibration_subset
+
+    return calibration_subset(ds, n, seed)
+
+
+def _datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
+    from snncal.ann.data import build_dataset
+
+    train_set = build_dataset(
+        cfg.dataset, cfg.data_dir, "train", augment=cfg.augment, download=cfg.download
+    )
+    test_set = build_dataset(cfg.dataset, cfg.data_dir, "test", download=cfg.download)
+    return train_set, test_set
+
+
+def build_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """The zoo model of ``cfg`` with the data set's ``Normalize`` first, and its checkpoint meta."""
+    import snncal.ann.models as zoo
+    from snncal.ann.data import dataset_info
+
+    info = dataset_info(cfg.dataset)
+    kwargs = {"in_channels": info.in_channels} if info.in_channels != 3 else {}
+    model = zoo.create(
+        cfg.arch, info.num_classes, cfg.width, mean=info.mean, std=info.std, **kwargs
+    )
+    meta = {
+        "arch": cfg.arch,
+        "num_classes": info.num_classes,
+        "width": cfg.width,
+        "model_kwargs": kwargs,
+        "dataset": info.name,
+        "normalize": {"mean": list(info.mean), "std": list(info.std)},
+        "input_size": [info.in_channels, info.image_size, info.image_size],
+    }
+    return model, meta
+
+
+def _has_bn(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _loader(ds: Dataset, batch: int, shuffle: bool, workers: int, sampler=None) -> DataLoader:
+    return DataLoader(
+        ds,
+        batch_size=batch,
+        shuffle=False,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=shuffle,
+        persistent_workers=workers > 0,
+    )
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _save_state(path: Path, **state: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_state(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def train(
+    config: TrainConfig,
+    train_set: Dataset | None = None,
+    test_set: Dataset | None = None,
+) -> dict[str, Any]:
+    """Train ``config.arch`` on ``config.dataset`` (or the given data sets), resuming if possible.
+
+    Returns a summary: final/best test accuracy, epochs run, wall time, checkpoint paths, history.
+    """
+    with _torch_settings(config):
+        return _train(config, train_set, test_set)
+
+
+@contextlib.contextmanager
+def _torch_settings(cfg: TrainConfig) -> Iterator[None]:
+    """Apply ``threads`` / ``deterministic`` for the run and restore the global flags after it."""
+    saved = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.backends.cudnn.benchmark = not cfg.deterministic
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+        torch.backends.cudnn.benchmark = saved[3]
+
+
+def _train(config: TrainConfig, train_set: Dataset | None, test_set: Dataset | None) -> dict:
+    rank, world, local = _setup_distributed()
+    device = _device(config, local)
+    _seed_everything(config.seed)
+    model, meta = build_model(config)
+    cfg = config.resolve(_has_bn(model))
+    out = Path(cfg.out_dir)
+    train_loader, test_loader, sampler = _loaders(cfg, train_set, test_set, rank, world)
+    model.to(device)
+    optimizer, scheduler, ema = _optimizer(model, cfg, len(train_loader))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    amp = cfg.amp and device.type == "cuda"
+    progress = _resume(out, cfg, model, optimizer, scheduler, ema)
+    net: nn.Module = model
+    if world > 1:
+        ids = [local] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    log.info(
+        "training %s on %s: %d images, %d epochs x %d steps, lr %g, wd %g, device %s x%d",
+        cfg.arch, cfg.dataset, len(train_loader.dataset), cfg.epochs, len(train_loader), cfg.lr,
+        cfg.weight_decay, device, world,
+    )  # fmt: skip
+    for epoch in range(progress["epoch"], cfg.epochs):
+        t0 = time.perf_counter()
+        _seed_everything(cfg.seed * 100_003 + epoch)  # augmentation / dropout of this epoch
+        if world > 1:
+            sampler.set_epoch(epoch)
+        else:
+            sampler.generator.manual_seed(cfg.seed * 100_003 + epoch)
+        tr = train_one_epoch(
+            net, train_loader, optimizer, scheduler, criterion, device, ema=ema, amp=amp,
+            progress=cfg.progress and rank == 0, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        )  # fmt: skip
+        if rank != 0:
+            continue
+        eval_model = ema.module if ema is not None else model
+        te = evaluate(eval_model, test_loader, device, amp=amp)
+        dt = time.perf_counter() - t0
+        progress["elapsed"] += dt
+        progress["epoch"] = epoch + 1
+        progress["history"].append(
+            {
+                "epoch": epoch + 1,
+                **{f"train_{k}": v for k, v in tr.items()},
+                **{f"test_{k}": v for k, v in te.items()},
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": dt,
+            }
+        )
+        log.info(
+            "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  (%.0f s)",
+            epoch + 1, cfg.epochs, tr["loss"], tr["acc"], te["loss"], te["acc"], dt,
+        )  # fmt: skip
+        _save_epoch(out, cfg, meta, te, model, optimizer, scheduler, ema, progress)
+    if world > 1:
+        dist.barrier()
+    history = progress["history"]
+    return {
+        "arch": cfg.arch,
+        "dataset": cfg.dataset,
+        "epochs": cfg.epochs,
+        "test_acc": history[-1]["test_acc"] if history else None,
+        "best_test_acc": progress["best"] if progress["best"] >= 0 else None,
+        "train_seconds": progress["elapsed"],
+        "checkpoint": str(out / "last.safetensors"),
+        "best_checkpoint": str(out / "best.safetensors"),
+        "history": history,
+        "config": dataclasses.asdict(cfg),
+    }
+
+
+def _loaders(
+    cfg: TrainConfig, train_set: Dataset | None, test_set: Dataset | None, rank: int, world: int
+) -> tuple[DataLoader, DataLoader, Any]:
+    """Train / test loaders (the given data sets, else ``cfg.dataset``) and the train sampler."""
+    if train_set is None or test_set is None:
+        loaded = _datasets(cfg)
+        train_set = train_set if train_set is not None else loaded[0]
+        test_set = test_set if test_set is not None else loaded[1]
+    train_set = _subset(train_set, cfg.train_subset, cfg.seed)
+    test_set = _subset(test_set, cfg.test_subset, cfg.seed)
+    if world > 1:
+        sampler: Any = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed)
+    else:
+        sampler = RandomSampler(train_set, generator=torch.Generator())
+    per_proc = max(1, cfg.batch_size // world)
+    train_loader = _loader(train_set, per_proc, True, cfg.workers, sampler)
+    if len(train_loader) == 0:
+        raise ValueError(f"{len(train_set)} training images is less than one batch of {per_proc}")
+    return train_loader, _loader(test_set, per_proc, False, cfg.workers), sampler
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, steps: int) -> tuple:
+    """SGD, per-step cosine schedule over the whole run, and the EMA model (None when off)."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps)
+    ema = None
+    if cfg.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+            use_buffers=True,
+        )
+    return optimizer, scheduler, ema
+
+
+def _resume(out: Path, cfg: TrainConfig, model, optimizer, scheduler, ema) -> dict[str, Any]:
+    """Load ``out/state.pt`` into the run when present; returns the progress counters."""
+    progress: dict[str, Any] = {"epoch": 0, "history": [], "best": -1.0, "elapsed": 0.0}
+    state = _load_state(out / "state.pt") if cfg.resume else None
+    if state is None:
+        return progress
+    _check_resumable(state["config"], cfg)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if ema is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    progress.update({k: state[k] for k in ("epoch", "history", "best")})
+    progress["elapsed"] = state.get("elapsed", 0.0)
+    log.info("resuming %s from epoch %d/%d", out, progress["epoch"], cfg.epochs)
+    return progress
+
+
+def _save_epoch(
+    out: Path, cfg: TrainConfig, meta: dict, te: dict, model, optimizer, scheduler, ema, progress
+) -> None:
+    """Write last/best checkpoints, history.json and the resume state, each atomically."""
+    eval_model = ema.module if ema is not None else model
+    ck_meta = {
+        **meta,
+        "epoch": progress["epoch"],
+        "test_acc": te["acc"],
+        "test_acc5": te["acc5"],
+        "weights": "ema" if ema is not None else "model",
+        "train_seconds": progress["elapsed"],
+        "recipe": dataclasses.asdict(cfg),
+    }
+    save_checkpoint(out / "last", eval_model, ck_meta)
+    if te["acc"] > progress["best"]:
+        progress["best"] = te["acc"]
+        save_checkpoint(out / "best", eval_model, ck_meta)
+    atomic_write_json(out / "history.json", progress["history"])
+    _save_state(
+        out / "state.pt",
+        model=model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        ema=ema.state_dict() if ema is not None else None,
+        rng=_rng_state(),
+        config=dataclasses.asdict(cfg),
+        **progress,
+    )
+
+
+# Settings that may change between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = {"out_dir", "data_dir", "workers", "device", "progress", "threads", "resume"}
+
+
+def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    now = dataclasses.asdict(cfg)
+    diff = {k: (saved.get(k), v) for k, v in now.items() if k not in _RESUMABLE_CHANGES}
+    diff = {k: sv for k, sv in diff.items() if sv[0] != sv[1]}
+    if diff:
+        text = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"{cfg.out_dir}/state.pt was written with other settings ({text}); "
+            "use another out_dir or resume=False"
+        )
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one option per :class:`TrainConfig` field (``--batch-size``...)."""
+    parser = parser or argparse.ArgumentParser(description="Train an ANN with the paper's recipe")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "") + (f" (default: {f.default})" if f.default else "")
+        if f.type in ("bool", bool):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_
+            )
+            continue
+        kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
+        parser.add_argument(flag, type=kind, default=f.default, help=help_)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed arguments (unknown attributes are ignored)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m snncal.ann.train --arch resnet20_he --data-dir DIR --epochs 30 --out-dir OUT``."""
+    cfg = config_from_args(build_parser().parse_args(argv))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fmt = "%(asctime)s %(levelname)s %(message)s"
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format=fmt)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    file_handler = logging.FileHandler(out / "train.log") if rank0 else logging.NullHandler()
+    file_handler.setFormatter(logging.Formatter(fmt))
+    log.addHandler(file_handler)
+    log.setLevel(logging.INFO)
+    try:
+        summary = train(cfg)
+        if rank0:
+            atomic_write_json(out / "summary.json", summary)
+            log.info("done: test acc %s%% after %s epochs", summary["test_acc"], summary["epochs"])
+    finally:
+        log.removeHandler(file_handler)
+        file_handler.close()
+    return 0
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The product: experiments, results files, reports, plots, the quickstart and the command line."""

@@ -1,0 +1,29 @@
+"""Bias correction (Li et al. 2021, Sec. 4.2): remove the channel-wise mean error of the SNN rate."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from snncal.core.calibrate.sweep import LayerStats
+from snncal.core.neuron import IFNeuron
+
+log = logging.getLogger("snncal")
+
+
+def bias_correction(synapse: nn.Module | None, neuron: IFNeuron, stats: LayerStats, T: int) -> None:
+    """``b <- b - E[rate_SNN - ReLU_ANN] / g`` per channel, on the conv/linear feeding ``neuron``.
+
+    A shift of the input current moves the rate by the same amount only for inputs in ClipFloor's
+    linear range ``(0, Vth)``; ``g``, the fraction of inputs there, turns the paper's correction
+    (``g = 1``) into a Newton step that cancels the channel's mean error on the calibration set.
+    """
+    if synapse is None:
+        log.warning("bias correction skipped: no conv/linear adds directly into this neuron")
+        return
+    error = (stats.channel_error / stats.channel_gain.clamp_min(0.05)).to(synapse.weight)
+    if synapse.bias is None:
+        synapse.bias = nn.Parameter(torch.zeros_like(error))
+    synapse.bias.data -= error

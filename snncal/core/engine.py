@@ -1,0 +1,289 @@
+"""The one multi-step engine: runs a converted graph for T steps with time folded into the batch.
+
+Stateless ops see ``[steps * N, ...]`` and run once per chunk of time steps; only IF neurons unfold
+to ``[steps, N, ...]`` and scan over time. Values that do not depend on time (the input image under
+direct encoding and every op before the first neuron) are computed once and reused by every step
+and chunk. Neuron state is a plain dict from neuron name to membrane potential, carried between
+chunks, so memory is bounded by the chunk length, not by T.
+
+A large batch runs as groups of images, each simulated for all T steps in chunks of
+``SCAN_BLOCK`` steps: the time-folded batch is as large as before, but each neuron keeps the
+potential of a few images only, which stays in cache, and scans a whole chunk in one pass.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+
+from snncal.core.neuron import SCAN_BLOCK, IFNeuron
+
+ENCODINGS = ("direct", "poisson")
+MAX_BATCH = 64  # default time-folded batch (steps x images): keeps a CPU's caches warm
+
+
+def _repeat(x: Tensor, steps: int) -> Tensor:
+    """``[N, ...]`` -> ``[steps * N, ...]`` (the same value at every step)."""
+    return x.unsqueeze(0).expand(steps, *x.shape).reshape(steps * x.shape[0], *x.shape[1:])
+
+
+def poisson(x: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
+    """Rate-coded input ``[steps * N, ...]``: spikes of height ``max|x|`` (per sample) whose mean is x."""
+    scale = x.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+    p = (x.abs() / scale).expand(steps, *x.shape)
+    fire = torch.rand(p.shape, generator=generator, device=x.device, dtype=x.dtype) < p
+    return (fire * (torch.sign(x) * scale)).reshape(steps * x.shape[0], *x.shape[1:])
+
+
+def residual_adds(gm: fx.GraphModule) -> frozenset[fx.Node]:
+    """``a + b`` nodes read only by a neuron: the engine hands ``a`` and ``b`` to the neuron, whose
+    compiled step adds them in registers, instead of writing the sum out at every step."""
+    adds = set()
+    for n in gm.graph.nodes:
+        users = list(n.users)
+        if (
+            n.op == "call_function" and n.target in (operator.add, torch.add) and not n.kwargs
+            and len(n.args) == 2 and all(isinstance(a, fx.Node) for a in n.args)
+            and len(users) == 1 and users[0].op == "call_module"
+            and isinstance(gm.get_submodule(users[0].target), IFNeuron)
+        ):
+            adds.add(n)
+    return frozenset(adds)
+
+
+class _Sum(tuple):
+    """A deferred ``a + b`` (see :func:`residual_adds`): ``(a, b)``, each ``[steps, N, ...]`` if
+    it is temporal, else ``[N, ...]``."""
+
+
+class _Chunk(fx.Interpreter):
+    """Runs ``steps`` time steps of the graph; tracks which values are time-invariant (static)."""
+
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        steps: int,
+        T: int,
+        state: dict[str, Tensor],
+        static: dict[fx.Node, tuple[Any, bool]],
+        static_input: bool,
+        spike_counts: dict[str, Tensor] | None = None,
+        deferred: frozenset[fx.Node] = frozenset(),
+    ) -> None:
+        super().__init__(gm)
+        self.steps, self.T, self.state, self.static = steps, T, state, static
+        self.static_input, self.spike_counts, self.deferred = static_input, spike_counts, deferred
+        self.temporal: set[fx.Node] = set()  # values that differ from step to step
+        self.batched: set[fx.Node] = set()  # values with a batch dimension (not constants)
+
+    def _load(self, node: fx.Node, expand: bool) -> Any:
+        value = self.env[node]
+        if expand and node in self.batched and node not in self.temporal:
+            return _repeat(value, self.steps)
+        return value
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n in self.static:
+            value, batched = self.static[n]
+            if batched:
+                self.batched.add(n)
+            return value
+        inputs = n.all_input_nodes
+        temporal = any(a in self.temporal for a in inputs)
+        batched = n.op == "placeholder" or any(a in self.batched for a in inputs)
+        if n.op == "placeholder":
+            temporal = not self.static_input
+        is_neuron = n.op == "call_module" and isinstance(self.submodules[n.target], IFNeuron)
+        is_shape = n.target in ("size", "shape") or (n.op == "call_function" and n.target is getattr)
+        defer = temporal and n in self.deferred and self._summable(n)
+        expand = temporal and not is_neuron and not defer
+        args = fx.node.map_arg(n.args, lambda a: self._load(a, expand))
+        kwargs = fx.node.map_arg(n.kwargs, lambda a: self._load(a, expand))
+        if defer:
+            out = _Sum(self._unfold(value, a in self.temporal) for a, value in zip(n.args, args))
+        elif is_neuron:
+            out = self._neuron(n.target, args[0], temporal)
+            temporal = True
+        elif is_shape and batched and not temporal:
+            out = self._shape_as_temporal(n, args, kwargs)
+            temporal = True
+        else:
+            out = getattr(self, n.op)(n.target, args, kwargs)
+        if temporal:
+            self.temporal.add(n)
+        elif n.op != "output":
+            self.static[n] = (out, batched)
+        if batched:
+            self.batched.add(n)
+        return out
+
+    def _shape_as_temporal(self, n: fx.Node, args: tuple, kwargs: dict) -> Any:
+        """``x.size()`` of a static ``[N, ...]`` value, as the ``[steps * N, ...]`` value sees it."""
+        x = args[0]
+        if isinstance(x, Tensor):
+            args = (x[:1].expand(self.steps * x.shape[0], *x.shape[1:]), *args[1:])
+        return getattr(self, n.op)(n.target, args, kwargs)
+
+    def _summable(self, n: fx.Node) -> bool:
+        a, b = (self.env[arg] for arg in n.args)
+        return (
+            isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape[1:] == b.shape[1:]
+            and a.dtype == b.dtype and all(arg in self.batched for arg in n.args)
+        )
+
+    def _unfold(self, x: Tensor, temporal: bool) -> Tensor:
+        return x.view(self.steps, -1, *x.shape[1:]) if temporal else x
+
+    def _neuron(self, name: str, x: Tensor | _Sum, temporal: bool) -> Tensor:
+        neuron: IFNeuron = self.submodules[name]
+        x, residual = x if isinstance(x, _Sum) else (self._unfold(x, temporal), None)
+        v = self.state.get(name)
+        if v is None:
+            one = x if residual is None or residual.dim() < x.dim() else residual
+            v = neuron.init_state(one[0] if temporal else one)
+        out, self.state[name] = neuron.scan(x, v, self.steps, self.T, residual)
+        if self.spike_counts is not None:
+            count = out.ne(0).sum((0, 1), dtype=torch.float64)
+            self.spike_counts[name] = self.spike_counts.get(name, 0) + count
+        return out.flatten(0, 1)
+
+    def output(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        (y,) = args
+        if not isinstance(y, Tensor):
+            raise TypeError("a SpikingNetwork must return a single tensor of logits")
+        return y
+
+
+def simulate(
+    gm: fx.GraphModule,
+    x: Tensor,
+    T: int,
+    *,
+    every_step: bool = False,
+    encoding: str = "direct",
+    max_batch: int = MAX_BATCH,
+    generator: torch.Generator | None = None,
+    spike_counts: dict[str, Tensor] | None = None,
+) -> Tensor:
+    """Run the spiking graph ``gm`` on input ``x`` ``[N, ...]`` for ``T`` steps.
+
+    Args:
+        gm: converted graph whose activations are :class:`IFNeuron` modules.
+        x: input batch, fed as a constant current (``"direct"``) or as Poisson spikes.
+        T: number of time steps.
+        every_step: also return the running average at every step.
+        encoding: ``"direct"`` or ``"poisson"``.
+        max_batch: largest time-folded batch ``steps * images``: images run in groups of
+            ``max_batch // min(T, SCAN_BLOCK)``, each for ``T`` steps in chunks of
+            ``max_batch // group`` steps, which bounds memory whatever ``T`` is.
+        generator: random source for Poisson encoding.
+        spike_counts: if given, each neuron's spikes are added to ``spike_counts[name]``, one count
+            per element ``[C, ...]``, summed over images and steps (firing rates, synaptic ops).
+
+    Returns:
+        Output averaged over the ``T`` steps, ``[N, ...]``; with ``every_step``, the running
+        averages ``[T, N, ...]`` whose entry ``t - 1`` is the output a simulation of ``t`` steps gives.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    group = max(1, max_batch // min(T, SCAN_BLOCK))
+    deferred = residual_adds(gm)
+    outs = [
+        _simulate_group(gm, x[i : i + group], T, every_step, encoding, max_batch, generator,
+                        spike_counts, deferred)
+        for i in range(0, max(1, x.shape[0]), group)
+    ]
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if every_step else 0)
+
+
+def _simulate_group(
+    gm: fx.GraphModule,
+    x: Tensor,
+    T: int,
+    every_step: bool,
+    encoding: str,
+    max_batch: int,
+    generator: torch.Generator | None,
+    spike_counts: dict[str, Tensor] | None,
+    deferred: frozenset[fx.Node],
+) -> Tensor:
+    """:func:`simulate` of one group of images, in chunks of time steps that carry the state."""
+    chunk = max(1, min(T, max_batch // max(1, x.shape[0])))
+    state: dict[str, Tensor] = {}
+    static: dict[fx.Node, tuple[Any, bool]] = {}
+    total, history = None, []
+    for t0 in range(0, T, chunk):
+        steps = min(chunk, T - t0)
+        inp = x if encoding == "direct" else poisson(x, steps, generator)
+        engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts, deferred)
+        y = engine.run(inp)
+        y = y.view(steps, x.shape[0], *y.shape[1:]) if y.shape[0] == steps * x.shape[0] else (
+            y.unsqueeze(0).expand(steps, *y.shape)
+        )
+        # one left-to-right running sum, so chunked and unchunked runs round identically
+        cum = y.cumsum(0) if total is None else torch.cat([total[None], y]).cumsum(0)[1:]
+        total = cum[-1]
+        if every_step:
+            history.append(cum / torch.arange(t0 + 1, t0 + steps + 1, device=y.device).view(
+                -1, *([1] * (y.dim() - 1))))
+    return torch.cat(history) if every_step else total / T
+
+
+class _AnnView(fx.Interpreter):
+    """Runs the spiking graph as the ANN it came from: each neuron acts as its ReLU."""
+
+    def call_module(self, target: str, args: tuple, kwargs: dict) -> Any:
+        mod = self.submodules[target]
+        if isinstance(mod, IFNeuron):
+            return mod.relu(args[0])
+        return super().call_module(target, args, kwargs)
+
+
+def run_ann(gm: fx.GraphModule, x: Tensor) -> Tensor:
+    """The ANN output of a spiking graph (neurons replaced by their ReLU)."""
+    return _AnnView(gm).run(x)
+
+
+class SpikingNetwork(nn.Module):
+    """A converted spiking network: the graph, its default ``T`` and input encoding.
+
+    All state is named tensors: neuron thresholds and initial potentials are buffers of the graph
+    (``state_dict()`` keys such as ``layer1.0.relu.threshold``), named after the ANN's activations.
+    """
+
+    def __init__(
+        self, graph: fx.GraphModule, T: int, encoding: str = "direct", max_batch: int = MAX_BATCH
+    ) -> None:
+        super().__init__()
+        self.graph = graph
+        self.T, self.encoding, self.max_batch = T, encoding, max_batch
+        self.calibration = None  # CalibrationReport of the conversion, if any
+
+    def neurons(self) -> dict[str, IFNeuron]:
+        """Neurons in graph order, by module name."""
+        return {
+            n.target: self.graph.get_submodule(n.target)
+            for n in self.graph.graph.nodes
+            if n.op == "call_module" and isinstance(self.graph.get_submodule(n.target), IFNeuron)
+        }
+
+    @torch.no_grad()
+    def simulate(self, x: Tensor, T: int | None = None, every_step: bool = False) -> Tensor:
+        """Output averaged over ``T`` steps (default ``self.T``); see :func:`simulate`."""
+        return simulate(
+            self.graph, x, T or self.T, every_step=every_step, encoding=self.encoding,
+            max_batch=self.max_batch,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits averaged over ``self.T`` steps."""
+        return self.simulate(x)
+
+    @torch.no_grad()
+    def ann(self, x: Tensor) -> Tensor:
+        """This graph run as an ANN (each neuron as its ReLU). Before calibration it is the converted
+        ANN (BN folded); calibration changes weights and biases, so afterwards it is not."""
+        return run_ann(self.graph, x)

@@ -1,0 +1,107 @@
+"""Threshold statistics: observers that watch an activation's input in the ANN and answer a ``Vth``.
+
+Observers return their input unchanged and keep statistics in buffers. Every statistic is a
+reduction that can be all-reduced across processes: ``MaxObserver.max_val`` by max,
+``HistogramObserver.hist`` by sum. Histogram methods need two passes over the data (the range
+first, then the counts), which keeps the bins exact without re-binning.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from snncal.core.neuron import clip_floor
+
+METHODS = ("max", "percentile", "mmse")
+
+
+def _per_channel_view(x: Tensor) -> Tensor:
+    """``[N, C, ...]`` -> ``[C, N * ...]``."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1)
+
+
+class MaxObserver(nn.Module):
+    """Running maximum of ``min(ReLU(x), cap)``, per layer or per channel (axis 1)."""
+
+    def __init__(self, per_channel: bool = False, cap: float | None = None) -> None:
+        super().__init__()
+        self.per_channel, self.cap = per_channel, cap
+        self.register_buffer("max_val", torch.zeros(()))
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        y = x.detach().clamp(0, self.cap)
+        m = _per_channel_view(y).amax(1) if self.per_channel else y.max()
+        self.max_val = torch.maximum(self.max_val.to(m.device), m)
+        return x
+
+
+class HistogramObserver(nn.Module):
+    """Histogram of the positive part of ``min(x, cap)`` over ``[0, max_val]``, ``bins`` bins.
+
+    Non-positive inputs are left out: both ``ReLU`` and ``ClipFloor`` map them to 0, so they add no
+    error for any threshold.
+    """
+
+    def __init__(self, max_val: Tensor, bins: int = 2048, cap: float | None = None) -> None:
+        super().__init__()
+        self.bins, self.cap = bins, cap
+        self.register_buffer("max_val", max_val.detach().clone())
+        self.register_buffer("hist", torch.zeros((*max_val.shape, bins), dtype=torch.float64))
+
+    @property
+    def per_channel(self) -> bool:
+        return self.max_val.dim() == 1
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        y = x.detach().clamp(max=self.cap) if self.cap is not None else x.detach()
+        scale = self.max_val.to(y.device).clamp_min(1e-12)
+        if self.per_channel:
+            y = _per_channel_view(y)
+            idx = (y / scale[:, None] * self.bins).long().clamp_(0, self.bins - 1)
+            idx += torch.arange(y.shape[0], device=y.device)[:, None] * self.bins
+        else:
+            idx = (y / scale * self.bins).long().clamp_(0, self.bins - 1)
+        counts = torch.bincount(idx[y > 0], minlength=self.hist.numel())
+        self.hist += counts.view_as(self.hist).to(self.hist)
+        return x
+
+    def _centers(self) -> Tensor:
+        frac = (torch.arange(self.bins, dtype=torch.float64) + 0.5) / self.bins
+        return self.max_val.double().cpu()[..., None] * frac
+
+    def mse(self, thresholds: Tensor, T: int) -> Tensor:
+        """``||ReLU(x) - ClipFloor(x)||^2`` summed over the histogram, one value per threshold.
+
+        ``thresholds`` is ``[K]`` (or ``[K, C]`` per channel); returns the same shape.
+        """
+        centers, hist = self._centers(), self.hist.cpu()
+        errs = [
+            (hist * (centers - clip_floor(centers, th.double()[..., None], T)) ** 2).sum(-1)
+            for th in thresholds
+        ]
+        return torch.stack(errs)
+
+    def mmse(self, T: int, candidates: int = 200) -> Tensor:
+        """The paper's threshold: argmin over a grid ``max * k / K`` of the ClipFloor MSE."""
+        grid = torch.arange(1, candidates + 1, dtype=torch.float64) / candidates
+        thresholds = grid.view(-1, *([1] * self.max_val.dim())) * self.max_val.double().cpu()
+        best = self.mse(thresholds, T).argmin(0)
+        if self.per_channel:
+            return thresholds.gather(0, best[None]).squeeze(0).float()
+        return thresholds[best].float()
+
+    def percentile(self, q: float) -> Tensor:
+        """The ``q``-th percentile (0-100) of the positive inputs (Rueckauer et al. 2017)."""
+        cdf = self.hist.cpu().cumsum(-1)
+        total = cdf[..., -1:].clamp_min(1)
+        idx = (cdf / total < q / 100).sum(-1).clamp(max=self.bins - 1)
+        return ((idx + 1).double() / self.bins * self.max_val.double().cpu()).float()
+
+
+def finalize(threshold: Tensor, max_val: Tensor) -> Tensor:
+    """Replace zero thresholds (channels that never fired in the ANN) by the layer's max or 1."""
+    fallback = max_val.max() if max_val.max() > 0 else torch.ones(())
+    return torch.where(threshold > 0, threshold, fallback.to(threshold))
