@@ -42,6 +42,8 @@ def digest(snn: snncal.SpikingNetwork) -> str:
     for key, value in sorted(snn.state_dict().items()):
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    for name, neuron in snn.neurons().items():  # settings that are attributes, not tensors
+        h.update(f"{name} {neuron.reset} {neuron.shift} {neuron.ann_max}".encode())
     return h.hexdigest()[:20]
 
 

@@ -14,6 +14,7 @@ potential of a few images only, which stays in cache, and scans a whole chunk in
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -155,6 +156,31 @@ class _Chunk(fx.Interpreter):
         if not isinstance(y, Tensor):
             raise TypeError("a SpikingNetwork must return a single tensor of logits")
         return y
+
+
+def run_nodes(
+    gm: fx.GraphModule,
+    nodes: Sequence[fx.Node],
+    values: dict[fx.Node, Tensor],
+    *,
+    steps: int = 1,
+    T: int | None = None,
+    temporal: Iterable[fx.Node] = (),
+    state: dict[str, Tensor] | None = None,
+) -> tuple[dict[fx.Node, Any], frozenset[fx.Node]]:
+    """Run ``nodes`` of the spiking graph ``gm``, in order, for ``steps`` time steps of ``T``.
+
+    ``values`` are the inputs of ``nodes`` computed elsewhere: ``[steps * N, ...]`` for the
+    ``temporal`` ones (a value per step, time folded into the batch), ``[N, ...]`` for the others.
+    Neurons among ``nodes`` scan from the potentials in ``state`` (by neuron name; zero-state
+    neurons start from ``v0``) and leave theirs there. Returns every value by node, and the nodes
+    whose values are temporal.
+    """
+    engine = _Chunk(gm, steps, T or steps, {} if state is None else state, {}, static_input=True)
+    engine.env, engine.temporal, engine.batched = dict(values), set(temporal), set(values)
+    for n in nodes:
+        engine.env[n] = engine.run_node(n)
+    return engine.env, frozenset(engine.temporal)
 
 
 def simulate(
