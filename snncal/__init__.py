@@ -6,7 +6,7 @@ error layer by layer. ``snncal.ann.models`` holds the model zoo.
 """
 
 from snncal.core.config import ConvertConfig
-from snncal.core.convert import convert
+from snncal.core.convert import calibrate, convert, observe, prepare, to_spiking
 from snncal.core.engine import SpikingNetwork, simulate
 from snncal.core.evaluate import evaluate
 from snncal.core.graph import ConversionError
@@ -17,9 +17,13 @@ __all__ = [
     "ConvertConfig",
     "IFNeuron",
     "SpikingNetwork",
+    "calibrate",
     "clip_floor",
     "convert",
     "evaluate",
+    "observe",
+    "prepare",
     "simulate",
+    "to_spiking",
 ]
 __version__ = "0.1.0"

@@ -24,7 +24,7 @@ CASES = {
     ),
     "plain-light-percentile-T8": ("plain", dict(T=8, method="light", threshold="percentile")),
     "plain-light-max-zero-reset-T8": ("plain", dict(T=8, method="light", threshold="max", reset="zero")),
-    "plain-none-shift-T4": ("plain", dict(T=4, method="none", shift=True)),
+    "plain-none-shift-T4": ("plain", dict(T=4, method="shift")),
 }
 PATH = Path(__file__).with_name("golden.json")
 

@@ -9,7 +9,7 @@ from nets import Mixed, Plain, randomize_bn
 from torch import nn
 
 import snncal
-from snncal.core.calibrate import method_steps
+from snncal.core.calibrate import get_method
 from snncal.core.calibrate.store import SpikeStore, pack, unpack
 from snncal.core.engine import _Chunk, simulate
 from snncal.core.graph import prepare
@@ -157,9 +157,10 @@ def test_same_seed_same_network_and_other_seed_other_images():
 
 
 def test_methods_and_steps():
-    assert method_steps("light") == ("bias",)
-    assert method_steps("advanced") == ("weight", "bias", "potential")
-    assert method_steps("potential+bias") == ("bias", "potential")
+    assert get_method("light").steps == ("threshold", "bias")
+    assert get_method("advanced").steps == ("threshold", "weight", "bias", "potential")
+    assert get_method("potential+bias").steps == ("threshold", "bias", "potential")
+    assert get_method("shift+max").steps == ("max", "shift")
     with pytest.raises(ValueError, match="unknown method 'heavy'"):
         snncal.convert(Plain(), torch.rand(4, 3, 8, 8), method="heavy")
 

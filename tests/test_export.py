@@ -23,7 +23,7 @@ def _meta(arch: str, **kw) -> dict:
     ("arch", "options"),
     [
         ("resnet20_he", {"method": "advanced", "per_channel": True, "weight_iters": 5}),
-        ("cnn_small", {"method": "light", "threshold": "max", "reset": "zero", "shift": True}),
+        ("cnn_small", {"method": "light", "threshold": "max", "reset": "zero"}),
     ],
 )
 def test_round_trip_gives_identical_outputs(tmp_path, arch, options) -> None:

@@ -4,7 +4,7 @@ from nets import Plain, randomize_bn
 
 import snncal
 from snncal.core.config import ConvertConfig, make_config
-from snncal.core.convert import calibration_batches
+from snncal.core.convert import calibration_images
 from snncal.core.neuron import clip_floor
 from snncal.core.observers import HistogramObserver, MaxObserver
 
@@ -68,13 +68,12 @@ def test_config_errors_list_what_is_allowed():
         make_config(TT=3)
 
 
-def test_calibration_batches_from_every_kind_of_source():
+def test_calibration_images_from_every_kind_of_source():
     data = torch.arange(100.0).view(100, 1)
-    a = calibration_batches(data, 10, 4, seed=1)
-    b = calibration_batches(data, 10, 4, seed=1)
-    assert [len(t) for t in a] == [4, 4, 2] and all(torch.equal(p, q) for p, q in zip(a, b))
+    a = calibration_images(data, 10, seed=1)
+    assert a.shape == (10, 1) and torch.equal(a, calibration_images(data, 10, seed=1))
+    assert not torch.equal(a, calibration_images(data, 10, seed=2))
     ds = torch.utils.data.TensorDataset(data, torch.zeros(100))
-    assert torch.equal(torch.cat(calibration_batches(ds, 10, 4, seed=1)), torch.cat(a))
+    assert torch.equal(calibration_images(ds, 10, seed=1), a)
     loader = torch.utils.data.DataLoader(ds, batch_size=7)
-    got = torch.cat(calibration_batches(loader, 10, 4, seed=0))
-    assert torch.equal(got, data[:10])
+    assert torch.equal(calibration_images(loader, 10, seed=0), data[:10])

@@ -1,86 +1,91 @@
-"""Every knob of conversion and calibration, with its default in one place."""
+"""Every knob of conversion and calibration, with its default and its help in one place."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
-from snncal.core import observers as obs
 from snncal.core.engine import ENCODINGS, MAX_BATCH
 from snncal.core.neuron import RESETS
+from snncal.core.observers import RULES
 
 __all__ = ["ConvertConfig", "make_config"]
 
 
+def _f(default: Any, help: str) -> Any:
+    """A field with its help text (the command line's option help)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class ConvertConfig:
-    """Every knob of conversion and calibration, with its default in one place.
+    """Settings of a conversion; each field's ``metadata["help"]`` says what it does.
 
-    Attributes:
-        T: simulation length the thresholds and calibration are tuned for.
-        threshold: ``"max"``, ``"percentile"`` or ``"mmse"`` (the paper's ClipFloor MSE search).
-        percentile: percentile (0-100) for ``threshold="percentile"``.
-        per_channel: one threshold per channel (default; +0.6 to +2.1 points over per-layer after
-            light calibration on CIFAR-10, docs/methods.md) instead of one per layer (the paper).
-        method: calibration pipeline, a name in ``snncal.core.calibrate.METHODS``
-            (``"none"``, ``"light"``, ``"advanced"``, ...).
-        convert_avgpool: average pools of spikes become depthwise conv + IF neurons (the paper's
-            "Convert AP"); ``False`` keeps them linear, one quantisation step less per pool, which
-            after advanced calibration at T = 16 lost 0.8-1.7 points less (docs/results.md).
-        maxpool_to_avgpool: replace max pooling by average pooling (changes the ANN).
-        reset: ``"subtract"`` or ``"zero"``.
-        shift: Deng & Gu's threshold shift, ``Vth / 2T`` added to the input at every step.
-        encoding: ``"direct"`` (constant current) or ``"poisson"``.
-        num_images: calibration images taken from ``calib_data``.
-        batch_size: batch size for observing and calibrating.
-        seed: draws the calibration images (when ``calib_data`` is a Dataset or a tensor) and seeds
-            calibration; the same seed gives the same network.
-        max_batch: largest time-folded batch ``steps * N`` (simulation) or ``T * images``
-            (calibration): it bounds memory whatever ``T`` is. Small batches keep CPU caches warm
-            (64, one step of a batch of 64, is fastest on a 2-core CPU); on a GPU use thousands.
-        weight_iters: Adam iterations of weight calibration per layer.
-        weight_lr: its learning rate (cosine-decayed).
-        weight_batch: its minibatch of calibration images.
-        cache_gb: memory for the bit-packed spike trains of the calibration sweep; beyond it
-            they are spilled to a temporary directory.
+    Invalid values raise a ValueError when the config is made, before any work starts.
     """
 
-    T: int = 32
-    threshold: str = "mmse"
-    percentile: float = 99.99
-    per_channel: bool = True
-    method: str = "none"
-    convert_avgpool: bool = True
-    maxpool_to_avgpool: bool = False
-    reset: str = "subtract"
-    shift: bool = False
-    encoding: str = "direct"
-    num_images: int = 1024
-    batch_size: int = 128
-    seed: int = 0
-    max_batch: int = MAX_BATCH
-    weight_iters: int = 300
-    weight_lr: float = 1e-4
-    weight_batch: int = 64
-    cache_gb: float = 2.0
+    T: int = _f(32, "simulation length the thresholds and calibration are tuned for")
+    method: str = _f("none", "calibration method: none, light, advanced, a registered baseline, or "
+                     "'+'-joined steps such as bias+potential (snncal.core.calibrate.METHODS)")
+    threshold: str = _f("mmse", "threshold rule of the methods that use the configured one: max, "
+                        "percentile or mmse (the paper's ClipFloor MSE search)")
+    percentile: float = _f(99.99, "percentile (0-100] for threshold=percentile")
+    per_channel: bool = _f(True, "one threshold per channel instead of one per layer (the paper); "
+                           "+0.6 to +2.1 points after light calibration on CIFAR-10 (docs/methods.md)")
+    convert_avgpool: bool = _f(True, "average pools of spikes become depthwise conv + IF neurons (the "
+                               "paper's 'Convert AP'); off keeps them linear ops on spike trains")
+    maxpool_to_avgpool: bool = _f(False, "replace max pooling by average pooling (changes the ANN)")
+    reset: str = _f("subtract", "reset by subtraction or to zero (methods may fix it)")
+    encoding: str = _f("direct", "input encoding: direct (constant current) or poisson")
+    num_images: int = _f(1024, "calibration images drawn from the calibration data")
+    batch_size: int = _f(128, "images per ANN pass while calibrating")
+    seed: int = _f(0, "draws the calibration images and seeds calibration: same seed, same network")
+    max_batch: int = _f(MAX_BATCH, "largest time-folded batch (steps x images) of the engine; it bounds "
+                        "memory whatever T is: 64 suits a 2-core CPU, a GPU wants thousands")
+    weight_iters: int = _f(300, "Adam iterations of weight calibration per layer")
+    weight_lr: float = _f(1e-4, "learning rate of weight calibration (cosine-decayed)")
+    weight_batch: int = _f(64, "minibatch of calibration images in weight calibration")
+    cache_gb: float = _f(2.0, "memory for the spike trains of the calibration sweep; beyond it they "
+                         "are spilled to a temporary folder")
 
     def __post_init__(self) -> None:
-        checks = {
-            "threshold": (self.threshold, obs.METHODS),
-            "reset": (self.reset, RESETS),
-            "encoding": (self.encoding, ENCODINGS),
-        }
-        for name, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if self.T < 1:
-            raise ValueError(f"T must be >= 1, got {self.T}")
+        for name, allowed in (("threshold", RULES), ("reset", RESETS), ("encoding", ENCODINGS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not isinstance(self.method, str) or not self.method:
+            raise ValueError(f"method must be a method name, got {self.method!r}")
+        for name in ("T", "num_images", "batch_size", "max_batch", "weight_batch"):
+            _check_int(name, getattr(self, name), low=1)
+        _check_int("weight_iters", self.weight_iters, low=0)
+        _check_int("seed", self.seed, low=None)
+        _check_float("percentile", self.percentile, 0.0, 100.0, open_low=True)
+        _check_float("weight_lr", self.weight_lr, 0.0, math.inf, open_low=True)
+        _check_float("cache_gb", self.cache_gb, 0.0, math.inf)
+        for name in ("per_channel", "convert_avgpool", "maxpool_to_avgpool"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         """Plain-data view, for results files."""
         return asdict(self)
 
 
-def make_config(config: ConvertConfig | None = None, **overrides) -> ConvertConfig:
+def _check_int(name: str, value: Any, low: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float, open_low: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or value > high or (open_low and value == low):
+        bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
+
+
+def make_config(config: ConvertConfig | None = None, **overrides: Any) -> ConvertConfig:
     """``config`` (or the defaults) with ``overrides``; unknown names fail with the known ones."""
     known = {f.name for f in fields(ConvertConfig)}
     unknown = sorted(set(overrides) - known)

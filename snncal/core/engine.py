@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
-from snncal.core.neuron import SCAN_BLOCK, IFNeuron
+from snncal.core.neuron import SCAN_BLOCK, IFNeuron, is_neuron
 
 ENCODINGS = ("direct", "poisson")
 MAX_BATCH = 64  # default time-folded batch (steps x images): keeps a CPU's caches warm
@@ -48,8 +48,7 @@ def residual_adds(gm: fx.GraphModule) -> frozenset[fx.Node]:
         if (
             n.op == "call_function" and n.target in (operator.add, torch.add) and not n.kwargs
             and len(n.args) == 2 and all(isinstance(a, fx.Node) for a in n.args)
-            and len(users) == 1 and users[0].op == "call_module"
-            and isinstance(gm.get_submodule(users[0].target), IFNeuron)
+            and len(users) == 1 and is_neuron(gm, users[0])
         ):
             adds.add(n)
     return frozenset(adds)
@@ -97,15 +96,15 @@ class _Chunk(fx.Interpreter):
         batched = n.op == "placeholder" or any(a in self.batched for a in inputs)
         if n.op == "placeholder":
             temporal = not self.static_input
-        is_neuron = n.op == "call_module" and isinstance(self.submodules[n.target], IFNeuron)
+        neuron = is_neuron(self.module, n)
         is_shape = n.target in ("size", "shape") or (n.op == "call_function" and n.target is getattr)
         defer = temporal and n in self.deferred and self._summable(n)
-        expand = temporal and not is_neuron and not defer
+        expand = temporal and not neuron and not defer
         args = fx.node.map_arg(n.args, lambda a: self._load(a, expand))
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self._load(a, expand))
         if defer:
             out = _Sum(self._unfold(value, a in self.temporal) for a, value in zip(n.args, args))
-        elif is_neuron:
+        elif neuron:
             out = self._neuron(n.target, args[0], temporal)
             temporal = True
         elif is_shape and batched and not temporal:
@@ -290,11 +289,8 @@ class SpikingNetwork(nn.Module):
 
     def neurons(self) -> dict[str, IFNeuron]:
         """Neurons in graph order, by module name."""
-        return {
-            n.target: self.graph.get_submodule(n.target)
-            for n in self.graph.graph.nodes
-            if n.op == "call_module" and isinstance(self.graph.get_submodule(n.target), IFNeuron)
-        }
+        gm = self.graph
+        return {n.target: gm.get_submodule(n.target) for n in gm.graph.nodes if is_neuron(gm, n)}
 
     @torch.no_grad()
     def simulate(self, x: Tensor, T: int | None = None, every_step: bool = False) -> Tensor:

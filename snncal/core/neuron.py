@@ -12,7 +12,7 @@ import os
 import warnings
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 RESETS = ("subtract", "zero")
 FUSE_MIN_NUMEL = 1 << 17  # below this, the eager ops cost no more than a compiled call (~0.1 ms)
@@ -199,3 +199,8 @@ class IFNeuron(nn.Module):
         shape = tuple(self.threshold.shape)
         th = f"{self.threshold.item():.4g}" if not shape else f"per-channel{shape}"
         return f"threshold={th}, reset={self.reset}, shift={self.shift}, ann_max={self.ann_max}"
+
+
+def is_neuron(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Whether ``node`` of the spiking graph ``gm`` calls an :class:`IFNeuron`."""
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), IFNeuron)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from snncal.core.neuron import clip_floor
 
-METHODS = ("max", "percentile", "mmse")
+RULES = ("max", "percentile", "mmse")  # threshold rules answered by the observers
 
 
 def _per_channel_view(x: Tensor) -> Tensor:

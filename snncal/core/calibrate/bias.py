@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from snncal.core.calibrate.sweep import LayerStats
-from snncal.core.neuron import IFNeuron
+if TYPE_CHECKING:
+    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.config import ConvertConfig
 
 log = logging.getLogger("snncal")
 
 
-def bias_correction(synapse: nn.Module | None, neuron: IFNeuron, stats: LayerStats, T: int) -> None:
-    """``b <- b - E[rate_SNN - ReLU_ANN] / g`` per channel, on the conv/linear feeding ``neuron``.
+def bias_correction(layer: Layer, cfg: ConvertConfig) -> None:
+    """``b <- b - E[rate_SNN - ReLU_ANN] / g`` per channel, on the conv/linear feeding the neuron.
 
     A shift of the input current moves the rate by the same amount only for inputs in ClipFloor's
     linear range ``(0, Vth)``; ``g``, the fraction of inputs there, turns the paper's correction
     (``g = 1``) into a Newton step that cancels the channel's mean error on the calibration set.
     """
+    synapse, stats = layer.bias_synapse, layer.stats()
     if synapse is None:
-        log.warning("bias correction skipped: no conv/linear adds directly into this neuron")
+        log.warning("%s: bias correction skipped: no conv/linear adds directly into this neuron",
+                    layer.name)
         return
     error = (stats.channel_error / stats.channel_gain.clamp_min(0.05)).to(synapse.weight)
     if synapse.bias is None:
         synapse.bias = nn.Parameter(torch.zeros_like(error))
     synapse.bias.data -= error
+    layer.changed()

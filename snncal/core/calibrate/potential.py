@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from snncal.core.calibrate.sweep import LayerStats
-from snncal.core.neuron import IFNeuron
+if TYPE_CHECKING:
+    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.config import ConvertConfig
 
 
-def potential_correction(synapse: nn.Module | None, neuron: IFNeuron, stats: LayerStats, T: int) -> None:
+def potential_correction(layer: Layer, cfg: ConvertConfig) -> None:
     """``v(0) <- v(0) - T * E[rate_SNN - ReLU_ANN] / g`` element-wise.
 
     With reset by subtraction the rate is ``ClipFloor`` of ``x + v(0) / T``, so an initial potential
@@ -16,5 +17,7 @@ def potential_correction(synapse: nn.Module | None, neuron: IFNeuron, stats: Lay
     of inputs there, makes it a Newton step (the paper's correction is ``g = 1``). ``g`` is estimated
     per element from few samples, so it is clamped at 0.5: at most a doubled step.
     """
+    stats, neuron = layer.stats(), layer.neuron
     step = stats.element_error / stats.element_gain.clamp_min(0.5)
-    neuron.v0 = (neuron.v0 - T * step).to(neuron.v0.dtype)
+    neuron.v0 = (neuron.v0 - layer.T * step).to(neuron.v0.dtype)
+    layer.changed()

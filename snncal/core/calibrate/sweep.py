@@ -1,27 +1,32 @@
-"""One sequential sweep over the spiking graph: each layer is calibrated once, in graph order.
+"""One sequential sweep over the spiking graph: it yields each layer once, in graph order.
 
 A *layer* is one IF neuron together with its *segment*: the linear ops (conv, add, pad, pool, ...)
 between the outputs of earlier neurons (or the input) and this neuron's input current. For every
-layer the sweep computes the ANN target once, runs the segment on the already calibrated spike trains
-of the layers before it, applies the calibration steps, re-runs only this layer, and stores its spike
-trains (bit-packed) for the layers after it. Stored values are freed after their last reader, so the
-cost is linear in depth and memory is bounded by the widest set of live layers.
+layer the sweep computes the ANN input once, hands the :class:`Layer` to the calibration steps,
+then simulates the calibrated layer on the already calibrated spike trains of the layers before it
+and stores its spike trains (bit-packed) for the layers after it. Stored values are freed after
+their last reader, so the cost is linear in depth and memory is bounded by the widest set of live
+layers. A sweep whose steps need no spike trains (thresholds from the ANN alone) simulates nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, fx, nn
 
 from snncal.core.calibrate.store import SpikeStore
-from snncal.core.engine import MAX_BATCH, _Chunk, poisson
-from snncal.core.neuron import IFNeuron
+from snncal.core.engine import MAX_BATCH, poisson, run_nodes
+from snncal.core.neuron import IFNeuron, is_neuron
 
 log = logging.getLogger("snncal")
+
+SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def _as_float(spikes: Tensor) -> Tensor:
@@ -40,10 +45,6 @@ class Segment:
     @property
     def current(self) -> fx.Node:
         return self.neuron.args[0]
-
-
-def is_neuron(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), IFNeuron)
 
 
 def segments(gm: fx.GraphModule) -> list[Segment]:
@@ -68,7 +69,7 @@ def segments(gm: fx.GraphModule) -> list[Segment]:
 def synapses(gm: fx.GraphModule, seg: Segment) -> list[nn.Module]:
     """The conv/linear modules of a segment, nearest to the neuron first."""
     mods = [gm.get_submodule(n.target) for n in reversed(seg.nodes) if n.op == "call_module"]
-    return [m for m in mods if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    return [m for m in mods if isinstance(m, SYNAPSES)]
 
 
 def bias_synapse(gm: fx.GraphModule, seg: Segment) -> nn.Module | None:
@@ -79,41 +80,13 @@ def bias_synapse(gm: fx.GraphModule, seg: Segment) -> nn.Module | None:
     todo = [seg.current]
     while todo:
         n = todo.pop(0)
-        if n.op == "call_module":
-            mod = gm.get_submodule(n.target)
-            if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-                return mod
+        if n.op == "call_module" and isinstance(gm.get_submodule(n.target), SYNAPSES):
+            return gm.get_submodule(n.target)
         if n in seg.nodes and n.op == "call_function" and getattr(n.target, "__name__", "") in (
             "add", "iadd"
         ):
             todo.extend(a for a in n.args if isinstance(a, fx.Node))
     return None
-
-
-@dataclass
-class LayerReport:
-    """Calibration of one neuron: errors of its rate against the ANN, before and after."""
-
-    name: str
-    mse_before: float
-    mse_after: float
-    mean_error_before: float  # mean |channel-wise mean error|
-    mean_error_after: float
-    weight_loss: tuple[float, float] | None = None  # weight calibration loss before / after
-    seconds: float = 0.0
-
-
-@dataclass
-class CalibrationReport:
-    """What a calibration did, layer by layer; plain data for results files."""
-
-    method: str
-    steps: tuple[str, ...]
-    T: int
-    num_images: int
-    layers: list[LayerReport] = field(default_factory=list)
-    seconds: float = 0.0
-    node_runs: int = 0  # segment-node executions, to check cost is linear in depth
 
 
 @dataclass
@@ -153,8 +126,85 @@ class LayerStats:
         return self.sq_sum / (self.count * self.error_sum.numel())
 
 
+class Layer:
+    """One IF neuron as a calibration step sees it, in the middle of the sweep.
+
+    Attributes:
+        name: the neuron's module name (the ANN activation it replaces).
+        neuron: the :class:`IFNeuron`; steps may set its ``threshold``, ``v0``, ``reset``, ``shift``.
+        segment: the linear ops between earlier neurons (or the input) and this neuron.
+        ann_input: the ANN's input to this activation on the whole calibration set ``[N, ...]``.
+        target: the ANN activation's output, ``ReLU(ann_input)`` (clipped for ReLU6).
+        synapses: the conv/linear modules of the segment, nearest first (their weights may change).
+        bias_synapse: the conv/linear adding 1:1 into the neuron's input, or ``None``.
+        info: what steps report about this layer (e.g. the weight-calibration loss).
+    """
+
+    def __init__(self, sweep: Sweep, seg: Segment) -> None:
+        self._sweep, self.segment = sweep, seg
+        self.name: str = seg.neuron.target
+        self.neuron: IFNeuron = sweep.gm.get_submodule(self.name)
+        self.ann_input = sweep.run_ann(seg)
+        self.target = self.neuron.relu(self.ann_input)
+        self.synapses = synapses(sweep.gm, seg)
+        self.bias_synapse = bias_synapse(sweep.gm, seg)
+        self.info: dict[str, object] = {}
+        self.first_stats: LayerStats | None = None
+        self.finished = False
+        self._stats: LayerStats | None = None
+
+    @property
+    def T(self) -> int:
+        return self._sweep.T
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The sweep's seeded random source (minibatches of weight calibration, Poisson input)."""
+        return self._sweep.generator
+
+    def changed(self) -> None:
+        """Say that a step changed this layer, so that its statistics are measured again."""
+        self._stats = None
+
+    def stats(self) -> LayerStats:
+        """Error statistics of this layer's rate against :attr:`target`, simulated over the
+        calibration set on the stored spike trains of the layers before it (cached until
+        :meth:`changed`)."""
+        if self._stats is None:
+            self._stats = self._sweep.simulate(self, store=False)
+            self.first_stats = self.first_stats or self._stats
+        return self._stats
+
+    def input_rates(self) -> dict[fx.Node, Tensor]:
+        """The segment's inputs as rates (time averages of the spike trains, times ``Vth``) on
+        the whole calibration set; the input image as it is."""
+        return self._sweep.rates(self.segment)
+
+    def current(self, values: dict[fx.Node, Tensor], temporal: frozenset = frozenset()) -> Tensor:
+        """The neuron's input current from the segment's input ``values`` (differentiable)."""
+        return self._sweep.run_segment(self.segment, values, temporal)[0]
+
+    def spike_inputs(self) -> Iterator[tuple[dict[fx.Node, Tensor], frozenset]]:
+        """The segment's inputs as the simulation sees them, one minibatch at a time:
+        ``(values, temporal)`` for :meth:`current` (time folded into the batch)."""
+        for b in range(len(self._sweep.slices)):
+            yield self._sweep.snn_inputs(self.segment, b)
+
+
 class Sweep:
-    """Holds the calibration set's values while walking the graph once."""
+    """Walks the spiking graph once, holding the calibration set's values between layers.
+
+    Args:
+        gm: the spiking graph.
+        images: the calibration images ``[N, ...]``.
+        T: the simulation length calibrated for.
+        simulate: whether to simulate each layer and store its spike trains (steps that need the
+            SNN); without, only the ANN is run.
+        max_batch: the largest time-folded batch ``T * images`` of a simulated minibatch.
+        ann_batch: images per ANN segment run (``None``: all at once).
+        cache_bytes: memory for the spike trains; beyond it they are spilled to ``spill_dir``.
+        seed: seeds :attr:`generator`.
+    """
 
     def __init__(
         self,
@@ -162,45 +212,73 @@ class Sweep:
         images: Tensor,
         T: int,
         *,
+        simulate: bool = True,
         max_batch: int = MAX_BATCH,
+        ann_batch: int | None = None,
         encoding: str = "direct",
         cache_bytes: int = 2 << 30,
         seed: int = 0,
+        spill_dir: str | Path | None = None,
     ) -> None:
         self.gm, self.images, self.T, self.encoding = gm, images, T, encoding
+        self.simulating, self.ann_batch = simulate, ann_batch or len(images)
         self.batch = max(1, min(len(images), max_batch // T))
         self.slices = [slice(i, i + self.batch) for i in range(0, len(images), self.batch)]
         self.segments = segments(gm)
         self.ann: dict[fx.Node, Tensor] = {}
         self.spikes: dict[fx.Node, SpikeStore] = {}
         self.budget = [cache_bytes]
-        self._tmp = tempfile.TemporaryDirectory(prefix="snncal-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="snncal-", dir=spill_dir)
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
         self.node_runs = 0
         readers = [inp for seg in self.segments for inp in seg.inputs]
         self.readers_left = {n: readers.count(n) for n in set(readers)}
-        placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
-        self.ann[placeholder] = images
-        self.placeholder = placeholder
+        self.placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
+        self.ann[self.placeholder] = images
+
+    def layers(self) -> Iterator[Layer]:
+        """Each layer in graph order. When the caller asks for the next one, the layer is
+        finished (:meth:`finish`) and the values no later layer reads are freed."""
+        for seg in self.segments:
+            layer = Layer(self, seg)
+            yield layer
+            self.finish(layer)
+            self._done_with(seg)
+
+    def finish(self, layer: Layer) -> LayerStats | None:
+        """Keep ``layer``'s ANN output and, when simulating, its spike trains for the layers that
+        read them; returns its final error statistics (``None`` without simulation). Once only."""
+        if layer.finished:
+            return layer._stats
+        layer.finished = True
+        self.ann[layer.segment.neuron] = layer.target
+        if not self.simulating:
+            return None
+        store = self.readers_left.get(layer.segment.neuron, 0) > 0
+        if store or layer._stats is None:
+            layer._stats = self.simulate(layer, store=store)
+            layer.first_stats = layer.first_stats or layer._stats
+        return layer._stats
 
     # -- running a segment --------------------------------------------------------------------
-    def run_segment(self, seg: Segment, values: dict[fx.Node, Tensor], temporal: set) -> tuple:
+    def run_segment(
+        self, seg: Segment, values: dict[fx.Node, Tensor], temporal: frozenset = frozenset()
+    ) -> tuple[Tensor, bool]:
         """Input current of ``seg``'s neuron from its input ``values``; returns (current, temporal)."""
-        steps = self.T if temporal else 1
-        eng = _Chunk(self.gm, steps, self.T, {}, {}, static_input=True)
-        eng.env = dict(values)
-        eng.temporal, eng.batched = set(temporal), set(values)
-        for n in seg.nodes:
-            eng.env[n] = eng.run_node(n)
-            self.node_runs += 1
-        node = seg.current
-        return eng.env[node], node in eng.temporal
+        env, temporal = run_nodes(self.gm, seg.nodes, values, steps=self.T if temporal else 1,
+                                  T=self.T, temporal=temporal)
+        self.node_runs += len(seg.nodes)
+        return env[seg.current], seg.current in temporal
 
-    def ann_input(self, seg: Segment) -> Tensor:
+    @torch.no_grad()
+    def run_ann(self, seg: Segment) -> Tensor:
         """The ANN's pre-activation of ``seg``'s neuron on the whole calibration set."""
-        values = {n: self.ann[n] for n in seg.inputs}
-        with torch.no_grad():
-            return self.run_segment(seg, values, set())[0]
+        n = len(self.images)
+        parts = [
+            self.run_segment(seg, {i: self.ann[i][b : b + self.ann_batch] for i in seg.inputs})[0]
+            for b in range(0, n, self.ann_batch)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def rate(self, node: fx.Node) -> Tensor:
         """A stored neuron's rate (time average of its spike trains, times ``Vth``) on the whole set."""
@@ -212,7 +290,7 @@ class Sweep:
         """Segment inputs as rates (time averages of the spike trains) for the whole set."""
         return {n: self.images if n is self.placeholder else self.rate(n) for n in seg.inputs}
 
-    def snn_inputs(self, seg: Segment, b: int) -> tuple[dict, set]:
+    def snn_inputs(self, seg: Segment, b: int) -> tuple[dict[fx.Node, Tensor], frozenset]:
         """Segment inputs for minibatch ``b`` as the simulation sees them."""
         values, temporal = {}, set()
         for n in seg.inputs:
@@ -227,18 +305,15 @@ class Sweep:
                 s = self.spikes[n].load(b, self.images.device)
                 values[n] = _as_float(s).mul_(th).flatten(0, 1)
                 temporal.add(n)
-        return values, temporal
+        return values, frozenset(temporal)
 
     @torch.no_grad()
-    def simulate_layer(self, seg: Segment, target: Tensor, store: bool = False) -> LayerStats:
-        """Run ``seg`` and its neuron for ``T`` steps over the calibration set; error statistics.
-
-        With ``store``, the neuron's spike trains are kept for the layers that read them.
-        """
-        neuron: IFNeuron = self.gm.get_submodule(seg.neuron.target)
+    def simulate(self, layer: Layer, store: bool) -> LayerStats:
+        """Run ``layer``'s segment and neuron for ``T`` steps over the calibration set; error
+        statistics against its target. With ``store``, its spike trains are kept for its readers."""
+        seg, neuron, target = layer.segment, layer.neuron, layer.target
         zeros = torch.zeros(target.shape[1:], device=target.device)
         stats = LayerStats(zeros, zeros.clone(), 0.0, 0)
-        store = store and self.readers_left.get(seg.neuron, 0) > 0
         if store:
             self.spikes[seg.neuron] = SpikeStore(self.budget, self._tmp.name)
         for b, index in enumerate(self.slices):
@@ -258,7 +333,7 @@ class Sweep:
                 self.spikes[seg.neuron].append(out > 0)
         return stats
 
-    def done_with(self, seg: Segment) -> None:
+    def _done_with(self, seg: Segment) -> None:
         """Free the stored values nobody reads any more."""
         for n in seg.inputs:
             self.readers_left[n] -= 1
@@ -268,8 +343,40 @@ class Sweep:
                     self.spikes.pop(n).free()
 
     def close(self) -> None:
+        """Free every stored value and the spill folder."""
         for store in self.spikes.values():
             store.free()
         self.spikes.clear()
         self._tmp.cleanup()
 
+    def __enter__(self) -> Sweep:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class LayerReport:
+    """Calibration of one neuron: errors of its rate against the ANN, before and after."""
+
+    name: str
+    mse_before: float
+    mse_after: float
+    mean_error_before: float  # mean |channel-wise mean error|
+    mean_error_after: float
+    weight_loss: tuple[float, float] | None = None  # weight calibration loss before / after
+    seconds: float = 0.0
+
+
+@dataclass
+class CalibrationReport:
+    """What a calibration did, layer by layer; plain data for results files."""
+
+    method: str
+    steps: tuple[str, ...]
+    T: int
+    num_images: int
+    layers: list[LayerReport] = field(default_factory=list)
+    seconds: float = 0.0
+    node_runs: int = 0  # segment-node executions, to check cost is linear in depth

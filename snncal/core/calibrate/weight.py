@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.config import ConvertConfig
 
 
 def clip_floor_ste(x: Tensor, threshold: Tensor, T: int, v0: Tensor) -> Tensor:
@@ -16,8 +22,31 @@ def clip_floor_ste(x: Tensor, threshold: Tensor, T: int, v0: Tensor) -> Tensor:
     return z.clamp(0, T) * (threshold / T)
 
 
-def weight_calibration(
-    loss_fn,
+def weight_calibration(layer: Layer, cfg: ConvertConfig) -> None:
+    """Minimise ``||ClipFloor(W r + b) - ReLU_ANN||^2`` over the weights of the layer's segment.
+
+    ``r`` are the calibrated SNN rates of the segment's inputs (residual inputs included). Adam with
+    a cosine schedule, ``cfg.weight_iters`` minibatches of ``cfg.weight_batch`` images; the loss
+    before and after goes to ``layer.info["weight_loss"]``.
+    """
+    params = [p for m in layer.synapses for p in m.parameters()]
+    rates, target, neuron = layer.input_rates(), layer.target, layer.neuron
+
+    def loss(idx: Tensor) -> Tensor:
+        current = layer.current({n: v[idx] for n, v in rates.items()})
+        out = clip_floor_ste(current, neuron.threshold, cfg.T, neuron.v0)
+        return ((out - target[idx]) ** 2).flatten(1).sum(1).mean()
+
+    with torch.enable_grad():
+        layer.info["weight_loss"] = fit(
+            loss, params, len(target), iters=cfg.weight_iters, lr=cfg.weight_lr,
+            batch=cfg.weight_batch, generator=layer.generator,
+        )
+    layer.changed()
+
+
+def fit(
+    loss_fn: Callable[[Tensor], Tensor],
     params: list[torch.nn.Parameter],
     num_images: int,
     *,
@@ -28,9 +57,8 @@ def weight_calibration(
 ) -> tuple[float, float]:
     """Minimise ``loss_fn(indices)`` over ``params`` with Adam and a cosine schedule.
 
-    ``loss_fn(idx)`` is the layer's ``||ClipFloor(W r + b) - ReLU_ANN||^2`` on images ``idx``, with
-    ``r`` the calibrated SNN rates of its inputs (residual inputs included). Returns the loss on all
-    images before and after; if training did not lower it, the weights are put back.
+    Returns the loss on all images before and after; if training did not lower it, the weights are
+    put back.
     """
     if not params or iters <= 0:
         return math.nan, math.nan

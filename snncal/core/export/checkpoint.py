@@ -130,7 +130,7 @@ def load_snn(path: str | Path, device: str | torch.device = "cpu") -> SpikingNet
         convert_avgpool=cfg.convert_avgpool,
     )
     placeholders = _placeholder_thresholds(gm)
-    graph = to_spiking(gm, placeholders, cfg)
+    graph = to_spiking(gm, cfg, placeholders).graph
     snn = SpikingNetwork(graph, meta.get("T", cfg.T), meta.get("encoding", cfg.encoding), cfg.max_batch)
     _match_state(snn, state)
     missing, unexpected = snn.load_state_dict(state, strict=False)

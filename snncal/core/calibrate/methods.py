@@ -1,0 +1,112 @@
+"""The calibration step table and the methods built from it.
+
+A *step* is one function ``step(layer, cfg)`` over one :class:`~snncal.core.calibrate.sweep.Layer`
+of the sweep: it may set the layer's threshold, initial potential, neuron settings or the weights of
+its conv/linear. A *method* is a named list of steps, run in that order on every layer, plus the
+neuron settings it needs. ``register_step`` and ``register_method`` add new ones without touching
+:func:`snncal.core.calibrate.calibrate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from snncal.core.calibrate import bias, potential, shift, thresholds, weight
+
+if TYPE_CHECKING:
+    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.config import ConvertConfig
+
+__all__ = ["METHODS", "STEPS", "Method", "Step", "get_method", "register_method", "register_step"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A calibration step: ``run(layer, cfg)``; ``spikes``: it reads the SNN (the spike trains of
+    the layers before), so the sweep must simulate every layer."""
+
+    run: Callable[[Layer, ConvertConfig], None]
+    spikes: bool
+
+
+STEPS: dict[str, Step] = {  # in the order a '+'-joined list of steps runs in
+    "threshold": Step(thresholds.threshold, spikes=False),
+    "max": Step(thresholds.max_threshold, spikes=False),
+    "percentile": Step(thresholds.percentile_threshold, spikes=False),
+    "mmse": Step(thresholds.mmse_threshold, spikes=False),
+    "shift": Step(shift.threshold_shift, spikes=False),
+    "weight": Step(weight.weight_calibration, spikes=True),
+    "bias": Step(bias.bias_correction, spikes=True),
+    "potential": Step(potential.potential_correction, spikes=True),
+}
+THRESHOLD_STEPS = {"threshold", "max", "percentile", "mmse"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named list of steps and the neuron settings it needs (``None``: the configuration's).
+
+    Attributes:
+        name: what ``snncal.convert(method=...)`` calls it.
+        steps: step names of :data:`STEPS`, run in this order on each layer.
+        reset: ``"subtract"`` or ``"zero"``, if the method fixes it.
+        per_channel: one threshold per channel (``True``) or per layer (``False``), if fixed.
+    """
+
+    name: str
+    steps: tuple[str, ...]
+    reset: str | None = None
+    per_channel: bool | None = None
+
+    @property
+    def simulates(self) -> bool:
+        """Whether any step reads the SNN's spike trains."""
+        return any(STEPS[s].spikes for s in self.steps)
+
+    def configure(self, cfg: ConvertConfig) -> ConvertConfig:
+        """``cfg`` with the neuron settings this method fixes."""
+        fixed = {"reset": self.reset, "per_channel": self.per_channel}
+        return replace(cfg, **{k: v for k, v in fixed.items() if v is not None})
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_step(name: str, run: Callable[[Layer, ConvertConfig], None], spikes: bool) -> None:
+    """Add the step ``name`` to :data:`STEPS` (``spikes``: it reads the SNN's spike trains)."""
+    if name in STEPS:
+        raise ValueError(f"calibration step {name!r} exists already")
+    STEPS[name] = Step(run, spikes)
+
+
+def register_method(
+    name: str, steps: tuple[str, ...], reset: str | None = None, per_channel: bool | None = None
+) -> Method:
+    """Make ``name`` a method of ``snncal.convert(method=name)``: ``steps`` run in this order."""
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown calibration steps {unknown}; known: {list(STEPS)}")
+    METHODS[name] = Method(name, tuple(steps), reset, per_channel)
+    return METHODS[name]
+
+
+def get_method(name: str) -> Method:
+    """A registered method, or a ``+``-joined list of steps (e.g. ``"bias+potential"``), which
+    runs in table order after the configured threshold rule unless it names a rule itself."""
+    if name in METHODS:
+        return METHODS[name]
+    parts = set(name.split("+"))
+    if not parts <= set(STEPS):
+        raise ValueError(
+            f"unknown method {name!r}: use one of {sorted(METHODS)} or '+'-joined steps of {list(STEPS)}"
+        )
+    if not parts & THRESHOLD_STEPS:
+        parts.add("threshold")
+    return Method(name, tuple(s for s in STEPS if s in parts))
+
+
+register_method("none", ("threshold",))
+register_method("light", ("threshold", "bias"))
+register_method("advanced", ("threshold", "weight", "bias", "potential"))

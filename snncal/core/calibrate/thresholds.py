@@ -1,0 +1,67 @@
+"""Threshold rules as calibration steps: each sets one layer's ``Vth`` from a statistic.
+
+ANN rules read the ANN's input to the activation on the calibration set (Rueckauer et al. 2017,
+Li et al. 2021): ``max``, ``percentile`` and ``mmse``, the paper's
+``argmin_Vth ||ReLU(x) - ClipFloor(x)||^2``; ``threshold`` is the rule the configuration names.
+The maths of each statistic lives in :mod:`snncal.core.observers`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+from snncal.core import observers as obs
+
+if TYPE_CHECKING:
+    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.config import ConvertConfig
+
+
+def set_threshold(layer: Layer, threshold: Tensor, max_val: Tensor) -> None:
+    """Give ``layer``'s neuron ``threshold`` (scalar, or ``[C]`` broadcast over ``[N, C, ...]``);
+    zeros (channels that never fire) become the layer's largest ``max_val`` (or 1)."""
+    th = obs.finalize(threshold, max_val).float()
+    if th.dim() == 1:
+        th = th.view(-1, *([1] * (layer.target.dim() - 2)))
+    layer.neuron.threshold = th.to(layer.target.device)
+    layer.changed()
+
+
+def _max_observer(layer: Layer, cfg: ConvertConfig) -> obs.MaxObserver:
+    observer = obs.MaxObserver(cfg.per_channel, layer.neuron.ann_max)
+    observer(layer.ann_input)
+    return observer
+
+
+def _histogram(layer: Layer, cfg: ConvertConfig) -> obs.HistogramObserver:
+    observer = obs.HistogramObserver(_max_observer(layer, cfg).max_val, cap=layer.neuron.ann_max)
+    observer(layer.ann_input)
+    return observer
+
+
+def max_threshold(layer: Layer, cfg: ConvertConfig) -> None:
+    """``Vth`` = the largest ANN activation on the calibration set."""
+    m = _max_observer(layer, cfg).max_val
+    set_threshold(layer, m, m)
+
+
+def percentile_threshold(layer: Layer, cfg: ConvertConfig) -> None:
+    """``Vth`` = the ``cfg.percentile``-th percentile of the positive ANN inputs."""
+    h = _histogram(layer, cfg)
+    set_threshold(layer, h.percentile(cfg.percentile), h.max_val)
+
+
+def mmse_threshold(layer: Layer, cfg: ConvertConfig) -> None:
+    """``Vth`` minimising ``||ReLU(x) - ClipFloor(x)||^2`` over the ANN inputs ``x`` at ``cfg.T``."""
+    h = _histogram(layer, cfg)
+    set_threshold(layer, h.mmse(cfg.T), h.max_val)
+
+
+RULES = {"max": max_threshold, "percentile": percentile_threshold, "mmse": mmse_threshold}
+
+
+def threshold(layer: Layer, cfg: ConvertConfig) -> None:
+    """The ANN rule ``cfg.threshold`` names."""
+    RULES[cfg.threshold](layer, cfg)
