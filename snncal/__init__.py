@@ -11,15 +11,19 @@ from snncal.core.engine import SpikingNetwork, simulate
 from snncal.core.evaluate import evaluate
 from snncal.core.graph import ConversionError
 from snncal.core.neuron import IFNeuron, clip_floor
+from snncal.core.stats import EnergyModel, NetworkStats, stats
 
 __all__ = [
     "ConversionError",
     "ConvertConfig",
+    "EnergyModel",
     "IFNeuron",
+    "NetworkStats",
     "SpikingNetwork",
     "clip_floor",
     "convert",
     "evaluate",
     "simulate",
+    "stats",
 ]
 __version__ = "0.1.0"
