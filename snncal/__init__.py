@@ -11,11 +11,14 @@ from snncal.core.engine import SpikingNetwork, simulate
 from snncal.core.evaluate import evaluate
 from snncal.core.graph import ConversionError
 from snncal.core.neuron import IFNeuron, clip_floor
+from snncal.core.stats import EnergyModel, NetworkStats, stats
 
 __all__ = [
     "ConversionError",
     "ConvertConfig",
+    "EnergyModel",
     "IFNeuron",
+    "NetworkStats",
     "SpikingNetwork",
     "calibrate",
     "clip_floor",
@@ -24,6 +27,7 @@ __all__ = [
     "observe",
     "prepare",
     "simulate",
+    "stats",
     "to_spiking",
 ]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Figures of a sweep: accuracy vs T per method, and per-layer firing rates (matplotlib, Agg)."""
+"""Figures of a sweep: accuracy vs T per method, per-layer firing rates and costs (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import matplotlib.pyplot as plt
 from snncal.app.results import SweepRow, summarize
 from snncal.core.evaluate import LayerRate
 from snncal.core.files import atomic_write_bytes
+from snncal.core.stats import NetworkStats
 
-__all__ = ["plot_accuracy", "plot_firing_rates"]
+__all__ = ["plot_accuracy", "plot_firing_rates", "plot_layer_stats"]
 
 _STYLE = {  # method -> (colour, marker); others cycle through the default colours
     "none": ("#7f7f7f", "o"),
@@ -95,4 +96,32 @@ def plot_firing_rates(rates: Sequence[LayerRate], path: str | Path, title: str =
     T = rates[0].T if rates else 0
     ax.set_title(title or f"Per-layer firing rates (T={T})")
     ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_layer_stats(stats: NetworkStats, path: str | Path, title: str = "") -> Path:
+    """Two panels, one bar per IF layer in graph order: the firing rate (spikes per neuron per
+    step) above, the synaptic operations per image below (log axis when they span over 100x)."""
+    layers = stats.layers
+    names = [layer.name for layer in layers]
+    rates = [layer.rate for layer in layers]
+    sops = [layer.sops_per_image for layer in layers]
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True,
+                                      figsize=(max(5.0, 0.55 * len(layers) + 2.5), 6.4))
+    top.bar(range(len(layers)), rates, color="#1f77b4")
+    top.set_ylim(0, max([*rates, 0.01]) * 1.18)
+    top.set_ylabel("firing rate\n(spikes / neuron / step)")
+    bottom.bar(range(len(layers)), sops, color="#d62728")
+    positive = [v for v in sops if v > 0]
+    if positive and max(positive) > 100 * min(positive):
+        bottom.set_yscale("log")
+    bottom.set_ylabel("synaptic operations / image")
+    bottom.set_xticks(range(len(layers)), names, rotation=45 if len(layers) > 4 else 0,
+                      ha="right" if len(layers) > 4 else "center", fontsize=8)
+    bottom.set_xlabel("IF layer (named after the ANN activation it replaces)")
+    for ax in (top, bottom):
+        ax.grid(True, axis="y", alpha=0.3)
+    ratio = stats.snn_energy_pj / stats.ann_energy_pj if stats.ann_energy_pj else float("nan")
+    top.set_title(title or f"Per-layer activity and cost (T={stats.T}; SNN / ANN energy, "
+                  f"operations only: {ratio:.2f})")
     return _save(fig, path)

@@ -3,7 +3,7 @@ per-layer firing rates."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from snncal.core.engine import SpikingNetwork, simulate
 
-__all__ = ["DEFAULT_TS", "LayerRate", "evaluate", "firing_rates"]
+__all__ = ["DEFAULT_TS", "LayerRate", "evaluate", "firing_rates", "input_batches"]
 
 DEFAULT_TS = (16, 32, 64, 128, 256)
 
@@ -86,18 +86,10 @@ def firing_rates(
     device = next(iter(snn.buffers())).device
     counts: dict[str, Tensor] = {}
     seen = 0
-    batches = [data] if isinstance(data, Tensor) else data
-    for item in batches:
-        x = item[0] if isinstance(item, (tuple, list)) else item
-        if max_images is not None:
-            x = x[: max_images - seen]
-        if len(x) == 0:
-            break
+    for x in input_batches(data, max_images):
         simulate(snn.graph, x.to(device), T, encoding=snn.encoding, max_batch=snn.max_batch,
                  spike_counts=counts)
         seen += len(x)
-        if max_images is not None and seen >= max_images:
-            break
     if seen == 0:
         raise ValueError("firing_rates got no images")
     rates = []
@@ -106,3 +98,19 @@ def firing_rates(
         total = float(counts[name].sum()) if name in counts else 0.0
         rates.append(LayerRate(name, n, total / max(1, n * seen * T), total / seen, T))
     return rates
+
+
+def input_batches(data: Tensor | Iterable, max_images: int | None = None) -> Iterator[Tensor]:
+    """The input batches of ``data`` (a batch ``[N, ...]``, or an iterable of ``x`` or ``(x, y)``
+    batches), cut so that they hold at most ``max_images`` images in all; labels are dropped."""
+    seen = 0
+    for item in [data] if isinstance(data, Tensor) else data:
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        if max_images is not None:
+            x = x[: max_images - seen]
+        if len(x) == 0:
+            return
+        yield x
+        seen += len(x)
+        if max_images is not None and seen >= max_images:
+            return
