@@ -37,7 +37,7 @@ class ConvertConfig:
                                "paper's 'Convert AP'); off keeps them linear ops on spike trains")
     maxpool_to_avgpool: bool = _f(False, "replace max pooling by average pooling (changes the ANN)")
     reset: str = _f("subtract", "reset by subtraction or to zero (methods may fix it)")
-    encoding: str = _f("direct", "input encoding: direct (constant current) or poisson")
+    encoding: str = _f("direct", "input encoding: direct (a constant current), poisson or switch (TSC)")
     num_images: int = _f(1024, "calibration images drawn from the calibration data")
     batch_size: int = _f(128, "images per ANN pass while calibrating")
     seed: int = _f(0, "draws the calibration images and seeds calibration: same seed, same network")
@@ -45,7 +45,10 @@ class ConvertConfig:
                         "memory whatever T is: 64 suits a 2-core CPU, a GPU wants thousands")
     weight_iters: int = _f(300, "Adam iterations of weight calibration per layer")
     weight_lr: float = _f(1e-4, "learning rate of weight calibration (cosine-decayed)")
-    weight_batch: int = _f(64, "minibatch of calibration images in weight calibration")
+    weight_batch: int = _f(64, "minibatch of calibration images in weight calibration and hybrid "
+                           "fine-tuning")
+    hybrid_epochs: int = _f(2, "epochs of hybrid fine-tuning (method hybrid) over the calibration images")
+    hybrid_lr: float = _f(1e-4, "Adam learning rate of hybrid fine-tuning")
     cache_gb: float = _f(2.0, "memory for the spike trains of the calibration sweep; beyond it they "
                          "are spilled to a temporary folder")
 
@@ -58,9 +61,11 @@ class ConvertConfig:
         for name in ("T", "num_images", "batch_size", "max_batch", "weight_batch"):
             _check_int(name, getattr(self, name), low=1)
         _check_int("weight_iters", self.weight_iters, low=0)
+        _check_int("hybrid_epochs", self.hybrid_epochs, low=0)
         _check_int("seed", self.seed, low=None)
         _check_float("percentile", self.percentile, 0.0, 100.0, open_low=True)
         _check_float("weight_lr", self.weight_lr, 0.0, math.inf, open_low=True)
+        _check_float("hybrid_lr", self.hybrid_lr, 0.0, math.inf, open_low=True)
         _check_float("cache_gb", self.cache_gb, 0.0, math.inf)
         for name in ("per_channel", "convert_avgpool", "maxpool_to_avgpool"):
             if not isinstance(getattr(self, name), bool):

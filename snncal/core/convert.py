@@ -27,7 +27,9 @@ from snncal.core.engine import SpikingNetwork
 from snncal.core.graph import is_activation
 from snncal.core.neuron import IFNeuron
 
-__all__ = ["calibrate", "calibration_images", "convert", "observe", "prepare", "to_spiking"]
+__all__ = [
+    "calibrate", "calibration_images", "calibration_set", "convert", "observe", "prepare", "to_spiking",
+]
 
 log = logging.getLogger("snncal")
 
@@ -35,40 +37,51 @@ CalibData = DataLoader | Dataset | Tensor | Iterable
 
 
 def calibration_images(data: CalibData, num_images: int, seed: int = 0) -> Tensor:
-    """Up to ``num_images`` unlabeled inputs from ``data``, as one float32 tensor.
+    """Up to ``num_images`` inputs from ``data`` as one float32 tensor (see :func:`calibration_set`)."""
+    return calibration_set(data, num_images, seed)[0]
+
+
+def calibration_set(data: CalibData, num_images: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:
+    """Up to ``num_images`` inputs from ``data`` as one float32 tensor, and their labels if
+    ``data`` yields ``(x, y)`` (else ``None``).
 
     A Dataset or a tensor is sampled without replacement with ``seed``; a DataLoader (or any
-    iterable of ``x`` or ``(x, y)``) is read in its own order. Labels are ignored. Non-finite
-    values raise a ValueError: one NaN pixel would silently spoil every threshold after it.
+    iterable of ``x`` or ``(x, y)``) is read in its own order. Non-finite values raise a
+    ValueError: one NaN pixel would silently spoil every threshold after it.
     """
     gen = torch.Generator().manual_seed(seed)
     if isinstance(data, Tensor):
         idx = torch.randperm(len(data), generator=gen)[:num_images] if len(data) > num_images else None
-        images = data if idx is None else data[idx]
+        items = [(data if idx is None else data[idx], None)]
     elif isinstance(data, Dataset) and hasattr(data, "__len__"):
         idx = torch.randperm(len(data), generator=gen)[:num_images].tolist()
-        images = torch.stack([_inputs(data[i]) for i in idx])
+        items = [_pair(data[i], batched=False) for i in idx]
     else:
-        taken, count = [], 0
+        items, count = [], 0
         for item in data:
-            x = _inputs(item)
-            taken.append(x[: num_images - count])
-            count += len(taken[-1])
+            x, y = _pair(item, batched=True)
+            items.append((x[: num_images - count], None if y is None else y[: num_images - count]))
+            count += len(items[-1][0])
             if count >= num_images:
                 break
-        images = torch.cat(taken) if taken else torch.empty(0)
-    if len(images) == 0:
+    if not items or sum(len(x) for x, _ in items) == 0:
         raise ValueError("calib_data holds no images")
+    stack = torch.cat if isinstance(data, Tensor) or not isinstance(data, Dataset) else torch.stack
+    images = stack([x for x, _ in items])
+    labels = None if any(y is None for _, y in items) else stack([torch.as_tensor(y) for _, y in items])
     bad = ~torch.isfinite(images)
     if bad.any():
         first = int(bad.flatten(1).any(1).nonzero()[0])
         raise ValueError(f"calibration images hold {int(bad.sum())} non-finite values (NaN or Inf), "
                          f"the first in image {first} of those drawn: clean or drop such images")
-    return images.float()
+    return images.float(), labels
 
 
-def _inputs(item: Tensor | tuple | list) -> Tensor:
-    return item[0] if isinstance(item, (tuple, list)) else item
+def _pair(item: Tensor | tuple | list, batched: bool) -> tuple[Tensor, Tensor | None]:
+    """``(x, y)`` of a data item (``y`` is ``None`` when the item is an input alone)."""
+    if isinstance(item, (tuple, list)):
+        return item[0], (item[1] if len(item) > 1 else None)
+    return item, None
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -117,7 +130,7 @@ def observe(snn: SpikingNetwork, calib_data: CalibData, config: ConvertConfig | 
     cfg, method = _configure(config, overrides)
     ann_steps = tuple(s for s in method.steps if not STEPS[s].spikes)
     images = calibration_images(calib_data, cfg.num_images, cfg.seed).to(_device(snn))
-    run_steps(snn, images, cfg, Method(method.name, ann_steps))
+    run_steps(snn, images, None, cfg, Method(method.name, ann_steps))
     return {name: n.threshold.clone() for name, n in snn.neurons().items()}
 
 
@@ -132,8 +145,8 @@ def calibrate(
     """Calibrate ``snn`` in place with the configured method: its steps on every layer, in one
     sweep, each layer from the already calibrated spike trains of the layers before it."""
     cfg, method = _configure(config, overrides)
-    images = calibration_images(calib_data, cfg.num_images, cfg.seed).to(_device(snn))
-    snn.calibration = run_steps(snn, images, cfg, method, progress)
+    images, labels = _to(calibration_set(calib_data, cfg.num_images, cfg.seed), _device(snn))
+    snn.calibration = run_steps(snn, images, labels, cfg, method, progress)
     return snn.calibration
 
 
@@ -159,12 +172,17 @@ def convert(
         The :class:`SpikingNetwork`, on the device of ``model``'s parameters.
     """
     cfg, method = _configure(config, overrides)
-    images = calibration_images(calib_data, cfg.num_images, cfg.seed).to(_device(model))
+    images, labels = _to(calibration_set(calib_data, cfg.num_images, cfg.seed), _device(model))
     ann = prepare(model, images[: cfg.batch_size], cfg)
     snn = to_spiking(ann, cfg)
     log.info("converted %s: %d IF neurons", type(model).__name__, len(snn.neurons()))
-    snn.calibration = run_steps(snn, images, cfg, method, progress)
+    snn.calibration = run_steps(snn, images, labels, cfg, method, progress)
     return snn
+
+
+def _to(pair: tuple[Tensor, Tensor | None], device: torch.device) -> tuple[Tensor, Tensor | None]:
+    images, labels = pair
+    return images.to(device), None if labels is None else labels.to(device)
 
 
 def _configure(config: ConvertConfig | None, overrides: dict) -> tuple[ConvertConfig, Method]:

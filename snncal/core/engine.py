@@ -22,7 +22,7 @@ from torch import Tensor, fx, nn
 
 from snncal.core.neuron import SCAN_BLOCK, IFNeuron, is_neuron
 
-ENCODINGS = ("direct", "poisson")
+ENCODINGS = ("direct", "poisson", "switch")
 MAX_BATCH = 64  # default time-folded batch (steps x images): keeps a CPU's caches warm
 
 
@@ -33,10 +33,38 @@ def _repeat(x: Tensor, steps: int) -> Tensor:
 
 def poisson(x: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
     """Rate-coded input ``[steps * N, ...]``: spikes of height ``max|x|`` (per sample) whose mean is x."""
-    scale = x.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+    scale = _scale(x)
     p = (x.abs() / scale).expand(steps, *x.shape)
     fire = torch.rand(p.shape, generator=generator, device=x.device, dtype=x.dtype) < p
     return (fire * (torch.sign(x) * scale)).reshape(steps * x.shape[0], *x.shape[1:])
+
+
+def switch(x: Tensor, t0: int, steps: int, T: int) -> Tensor:
+    """Temporal-switch-coded input (Han & Roy 2020) for steps ``t0 .. t0 + steps - 1`` of ``T``,
+    ``[steps * N, ...]``: each element is switched on at step 0 (at height ``max|x|`` per sample,
+    with its sign) and off after ``round(T |x| / max|x|)`` steps, so its mean over ``T`` is ~x."""
+    scale = _scale(x)
+    on_steps = torch.round(x.abs() / scale * T)
+    t = torch.arange(t0, t0 + steps, device=x.device).view(-1, *([1] * x.dim()))
+    return ((t < on_steps) * (torch.sign(x) * scale)).reshape(steps * x.shape[0], *x.shape[1:])
+
+
+def _scale(x: Tensor) -> Tensor:
+    return x.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+
+
+def encode(
+    x: Tensor, encoding: str, t0: int, steps: int, T: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """The input as the network sees it at steps ``t0 .. t0 + steps - 1`` of ``T``: ``x`` itself
+    (``"direct"``: a constant current), or spikes ``[steps * N, ...]`` (``"poisson"``, ``"switch"``)."""
+    if encoding == "direct":
+        return x
+    if encoding == "poisson":
+        return poisson(x, steps, generator)
+    if encoding == "switch":
+        return switch(x, t0, steps, T)
+    raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
 
 
 def residual_adds(gm: fx.GraphModule) -> frozenset[fx.Node]:
@@ -200,7 +228,7 @@ def simulate(
         x: input batch, fed as a constant current (``"direct"``) or as Poisson spikes.
         T: number of time steps.
         every_step: also return the running average at every step.
-        encoding: ``"direct"`` or ``"poisson"``.
+        encoding: ``"direct"``, ``"poisson"`` or ``"switch"`` (see :func:`encode`).
         max_batch: largest time-folded batch ``steps * images``: images run in groups of
             ``max_batch // min(T, SCAN_BLOCK)``, each for ``T`` steps in chunks of
             ``max_batch // group`` steps, which bounds memory whatever ``T`` is.
@@ -242,7 +270,7 @@ def _simulate_group(
     total, history = None, []
     for t0 in range(0, T, chunk):
         steps = min(chunk, T - t0)
-        inp = x if encoding == "direct" else poisson(x, steps, generator)
+        inp = encode(x, encoding, t0, steps, T, generator)
         engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts, deferred)
         y = engine.run(inp)
         y = y.view(steps, x.shape[0], *y.shape[1:]) if y.shape[0] == steps * x.shape[0] else (

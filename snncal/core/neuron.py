@@ -8,13 +8,14 @@ for ``T`` steps fires ``clip(floor(x * T / Vth), 0, T)`` spikes, so its rate tim
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 
 import torch
 from torch import Tensor, fx, nn
 
-RESETS = ("subtract", "zero")
+RESETS = ("subtract", "zero", "switch")  # "switch": the TSC neuron (one burst, see switch_scan)
 FUSE_MIN_NUMEL = 1 << 17  # below this, the eager ops cost no more than a compiled call (~0.1 ms)
 SCAN_BLOCK = 8  # steps per compiled call: one graph per block length, unrolled
 
@@ -54,6 +55,11 @@ def if_scan(
         Spikes scaled by ``Vth`` as ``[steps, N, ...]`` and the final potential.
     """
     no_bias = isinstance(bias, float) and bias == 0.0
+    if reset == "switch" or _needs_grad(x, threshold, residual):
+        x = x if residual is None else x + residual
+        x = x if no_bias else x + bias
+        scan = switch_scan if reset == "switch" else surrogate_scan
+        return scan(x, v, threshold, steps, *(() if reset == "switch" else (reset,)))
     if residual is not None and (not no_bias or residual.requires_grad):
         x, residual = x + residual, None  # the eager order, (x + residual) + bias
     if not no_bias:
@@ -75,6 +81,62 @@ def if_scan(
         else:
             v.mul_(1 - s)
     return spikes.mul_(threshold), v
+
+
+def _needs_grad(x: Tensor, threshold: Tensor, residual: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and (
+        x.requires_grad or threshold.requires_grad or (residual is not None and residual.requires_grad)
+    )
+
+
+class _Spike(torch.autograd.Function):
+    """``[v >= Vth]`` whose gradient is the surrogate ``0.3 * max(0, 1 - |v / Vth - 1|) / Vth``
+    (the piecewise-linear surrogate of Rathi et al.'s hybrid training code)."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor, threshold: Tensor) -> Tensor:
+        ctx.save_for_backward(v, threshold)
+        return (v >= threshold).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        v, threshold = ctx.saved_tensors
+        return grad * 0.3 * (1 - (v / threshold - 1).abs()).clamp_min(0) / threshold, None
+
+
+def surrogate_scan(
+    x: Tensor, v: Tensor, threshold: Tensor, steps: int, reset: str = "subtract"
+) -> tuple[Tensor, Tensor]:
+    """:func:`if_scan` for back-propagation through time: the same values, out-of-place ops, and a
+    surrogate gradient for the spike (used whenever autograd needs the input's gradient)."""
+    outs = []
+    for t in range(steps):
+        v = v + (x if x.dim() == v.dim() else x[t])
+        s = _Spike.apply(v, threshold)
+        out = s * threshold
+        v = v - out if reset == "subtract" else v * (1 - s)
+        outs.append(out)
+    return torch.stack(outs), v
+
+
+def switch_scan(x: Tensor, state: Tensor, threshold: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """The temporal-switch-coding (TSC) neuron of Han & Roy (ECCV 2020), as snncal reconstructs it.
+
+    It integrates and fires with reset by subtraction, but its output is one contiguous burst:
+    it switches on at its first spike and off at the first step after that without a spike, and
+    never switches on again. A reader therefore sees two events per neuron (on, off), which is what
+    bounds TSC's work at two additions per synapse. ``state`` is ``[2, N, ...]``: the membrane
+    potential (``-inf`` once switched off) and whether the neuron has fired.
+    """
+    v, fired = state[0], state[1] > 0
+    spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)
+    for t in range(steps):
+        v = v + (x if x.dim() == v.dim() else x[t])
+        s = v >= threshold
+        v = torch.where(fired & ~s, -math.inf, v - s * threshold)
+        fired = fired | s
+        spikes[t] = s
+    return spikes.mul_(threshold), torch.stack([v, fired.to(v.dtype)])
 
 
 def _if_block(
@@ -153,7 +215,7 @@ class IFNeuron(nn.Module):
 
     Args:
         threshold: initial ``Vth``.
-        reset: ``"subtract"`` or ``"zero"``.
+        reset: ``"subtract"``, ``"zero"`` or ``"switch"`` (the TSC neuron, :func:`switch_scan`).
         shift: add ``Vth / 2T`` to the input at every step (Deng & Gu 2021).
         ann_max: upper clip of the ANN activation it replaces (6 for ReLU6, ``None`` for ReLU).
     """
@@ -179,8 +241,14 @@ class IFNeuron(nn.Module):
         return x.clamp(0, self.ann_max) if self.ann_max is not None else x.clamp_min(0)
 
     def init_state(self, x: Tensor) -> Tensor:
-        """Membrane potential at t = 0 for one time step of input ``x`` ``[N, ...]``."""
-        return (torch.zeros_like(x) + self.v0.to(x.dtype)).contiguous()
+        """State at t = 0 for one time step of input ``x`` ``[N, ...]``: the membrane potential
+        (with, for the TSC neuron, whether it has fired: ``[2, N, ...]``)."""
+        v = (torch.zeros_like(x) + self.v0.to(x.dtype)).contiguous()
+        return torch.stack([v, torch.zeros_like(v)]) if self.reset == "switch" else v
+
+    def potential(self, state: Tensor) -> Tensor:
+        """The membrane potential held in a state of :meth:`init_state`'s form."""
+        return state[0] if self.reset == "switch" else state
 
     def scan(
         self, x: Tensor, v: Tensor, steps: int, T: int, residual: Tensor | None = None

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from snncal.core.calibrate.methods import (
     METHODS,
+    NETWORK_STEPS,
     STEPS,
     Method,
     Step,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METHODS",
+    "NETWORK_STEPS",
     "STEPS",
     "CalibrationReport",
     "Layer",
@@ -52,12 +54,14 @@ log = logging.getLogger("snncal")
 def run_steps(
     snn: SpikingNetwork,
     images: Tensor,
+    labels: Tensor | None,
     cfg: ConvertConfig,
     method: Method,
     progress: bool = False,
 ) -> CalibrationReport:
     """Run ``method``'s steps on every layer of ``snn`` in one sweep over the calibration
-    ``images``; ``cfg`` is already configured for the method. Changes ``snn`` in place."""
+    ``images``, then its network steps (which may need the ``labels``); ``cfg`` is already
+    configured for the method. Changes ``snn`` in place."""
     report = CalibrationReport(method.name, method.steps, cfg.T, len(images))
     start = time.perf_counter()
     with Sweep(
@@ -75,6 +79,8 @@ def run_steps(
             if final is not None:
                 report.layers.append(_layer_report(layer, final, time.perf_counter() - t0))
         report.node_runs = sweep.node_runs
+    for name in method.after:
+        report.extra.update(NETWORK_STEPS[name](snn, images, labels, cfg))
     report.seconds = time.perf_counter() - start
     return report
 

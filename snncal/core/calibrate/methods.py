@@ -13,13 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from snncal.core.calibrate import bias, potential, shift, thresholds, weight
+from snncal.core.calibrate import bias, finetune, potential, shift, thresholds, weight
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from snncal.core.calibrate.sweep import Layer
     from snncal.core.config import ConvertConfig
+    from snncal.core.engine import SpikingNetwork
 
-__all__ = ["METHODS", "STEPS", "Method", "Step", "get_method", "register_method", "register_step"]
+__all__ = [
+    "METHODS", "NETWORK_STEPS", "STEPS", "Method", "Step", "get_method", "register_method", "register_step",
+]
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,15 @@ STEPS: dict[str, Step] = {  # in the order a '+'-joined list of steps runs in
     "weight": Step(weight.weight_calibration, spikes=True),
     "bias": Step(bias.bias_correction, spikes=True),
     "potential": Step(potential.potential_correction, spikes=True),
+    "snn_max": Step(thresholds.snn_max, spikes=True),
+    "snn_max_0.7": Step(thresholds.snn_max_07, spikes=True),
 }
-THRESHOLD_STEPS = {"threshold", "max", "percentile", "mmse"}
+THRESHOLD_STEPS = {"threshold", "max", "percentile", "mmse", "snn_max", "snn_max_0.7"}
+
+# Steps over the whole network after the sweep: (snn, images, labels or None, cfg) -> report entries.
+NETWORK_STEPS: dict[str, Callable[[SpikingNetwork, Tensor, Tensor | None, ConvertConfig], dict]] = {
+    "hybrid": finetune.hybrid_finetune,
+}
 
 
 @dataclass(frozen=True)
@@ -51,14 +63,18 @@ class Method:
     Attributes:
         name: what ``snncal.convert(method=...)`` calls it.
         steps: step names of :data:`STEPS`, run in this order on each layer.
-        reset: ``"subtract"`` or ``"zero"``, if the method fixes it.
+        reset: ``"subtract"``, ``"zero"`` or ``"switch"``, if the method fixes it.
         per_channel: one threshold per channel (``True``) or per layer (``False``), if fixed.
+        encoding: the input encoding, if the method fixes it.
+        after: steps of :data:`NETWORK_STEPS` run on the whole network after the sweep.
     """
 
     name: str
     steps: tuple[str, ...]
     reset: str | None = None
     per_channel: bool | None = None
+    encoding: str | None = None
+    after: tuple[str, ...] = ()
 
     @property
     def simulates(self) -> bool:
@@ -67,7 +83,7 @@ class Method:
 
     def configure(self, cfg: ConvertConfig) -> ConvertConfig:
         """``cfg`` with the neuron settings this method fixes."""
-        fixed = {"reset": self.reset, "per_channel": self.per_channel}
+        fixed = {"reset": self.reset, "per_channel": self.per_channel, "encoding": self.encoding}
         return replace(cfg, **{k: v for k, v in fixed.items() if v is not None})
 
 
@@ -82,13 +98,20 @@ def register_step(name: str, run: Callable[[Layer, ConvertConfig], None], spikes
 
 
 def register_method(
-    name: str, steps: tuple[str, ...], reset: str | None = None, per_channel: bool | None = None
+    name: str,
+    steps: tuple[str, ...],
+    reset: str | None = None,
+    per_channel: bool | None = None,
+    encoding: str | None = None,
+    after: tuple[str, ...] = (),
 ) -> Method:
-    """Make ``name`` a method of ``snncal.convert(method=name)``: ``steps`` run in this order."""
-    unknown = [s for s in steps if s not in STEPS]
+    """Make ``name`` a method of ``snncal.convert(method=name)``: ``steps`` run in this order on
+    every layer, then the network steps ``after``; the neuron settings given are fixed."""
+    unknown = [s for s in steps if s not in STEPS] + [s for s in after if s not in NETWORK_STEPS]
     if unknown:
-        raise ValueError(f"unknown calibration steps {unknown}; known: {list(STEPS)}")
-    METHODS[name] = Method(name, tuple(steps), reset, per_channel)
+        raise ValueError(f"unknown calibration steps {unknown}; known: {list(STEPS)} and, after "
+                         f"the sweep, {list(NETWORK_STEPS)}")
+    METHODS[name] = Method(name, tuple(steps), reset, per_channel, encoding, tuple(after))
     return METHODS[name]
 
 
@@ -110,3 +133,10 @@ def get_method(name: str) -> Method:
 register_method("none", ("threshold",))
 register_method("light", ("threshold", "bias"))
 register_method("advanced", ("threshold", "weight", "bias", "potential"))
+# The baselines of the paper's Table 9, with their sources' settings (docs/methods.md).
+register_method("spike_norm", ("snn_max",), reset="zero", per_channel=False, encoding="poisson")
+register_method("rmp", ("snn_max",), reset="subtract", per_channel=False, encoding="poisson")
+register_method("tsc", ("snn_max",), reset="switch", per_channel=False, encoding="switch")
+register_method("opt", ("max", "shift"), reset="subtract", per_channel=False, encoding="direct")
+register_method("hybrid", ("snn_max_0.7",), reset="subtract", per_channel=False, encoding="poisson",
+                after=("hybrid",))

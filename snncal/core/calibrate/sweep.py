@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from snncal.core.calibrate.store import SpikeStore
-from snncal.core.engine import MAX_BATCH, poisson, run_nodes
+from snncal.core.engine import MAX_BATCH, encode, run_nodes
 from snncal.core.neuron import IFNeuron, is_neuron
 
 log = logging.getLogger("snncal")
@@ -296,8 +296,8 @@ class Sweep:
         for n in seg.inputs:
             if n is self.placeholder:
                 x = self.images[self.slices[b]]
-                if self.encoding == "poisson":
-                    x = poisson(x, self.T, self.generator)
+                if self.encoding != "direct":
+                    x = encode(x, self.encoding, 0, self.T, self.T, self.generator)
                     temporal.add(n)
                 values[n] = x
             else:
@@ -323,7 +323,7 @@ class Sweep:
             rate = out.mean(0)
             err = rate - target[index]
             # mean input current + v(0)/T, from the final potential: sum(x) = v(T) - v(0) + Vth * count
-            drive = v / self.T + rate
+            drive = neuron.potential(v) / self.T + rate
             linear = (drive > 0) & (drive < neuron.threshold)
             stats.error_sum += err.sum(0)
             stats.linear_sum += linear.sum(0)
@@ -380,3 +380,4 @@ class CalibrationReport:
     layers: list[LayerReport] = field(default_factory=list)
     seconds: float = 0.0
     node_runs: int = 0  # segment-node executions, to check cost is linear in depth
+    extra: dict = field(default_factory=dict)  # what network steps report (e.g. hybrid's losses)

@@ -3,13 +3,16 @@
 ANN rules read the ANN's input to the activation on the calibration set (Rueckauer et al. 2017,
 Li et al. 2021): ``max``, ``percentile`` and ``mmse``, the paper's
 ``argmin_Vth ||ReLU(x) - ClipFloor(x)||^2``; ``threshold`` is the rule the configuration names.
-The maths of each statistic lives in :mod:`snncal.core.observers`.
+SNN rules read the input current the layer gets in the simulation, from the already converted
+layers before it (Spike-Norm, ``snn_max``). The maths of each statistic lives in
+:mod:`snncal.core.observers`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 
 from snncal.core import observers as obs
@@ -65,3 +68,20 @@ RULES = {"max": max_threshold, "percentile": percentile_threshold, "mmse": mmse_
 def threshold(layer: Layer, cfg: ConvertConfig) -> None:
     """The ANN rule ``cfg.threshold`` names."""
     RULES[cfg.threshold](layer, cfg)
+
+
+@torch.no_grad()
+def snn_max(layer: Layer, cfg: ConvertConfig, scale: float = 1.0) -> None:
+    """Spike-Norm (Sengupta et al. 2019): ``Vth`` = ``scale`` x the largest input current the
+    layer receives at any step while the SNN is simulated on the calibration images, with the
+    layers before it already normalised. One value per layer, or per channel if configured."""
+    observer = obs.MaxObserver(cfg.per_channel)
+    for values, temporal in layer.spike_inputs():
+        observer(layer.current(values, temporal))
+    top = observer.max_val * scale
+    set_threshold(layer, top, top)
+
+
+def snn_max_07(layer: Layer, cfg: ConvertConfig) -> None:
+    """:func:`snn_max` scaled by 0.7, the conversion stage of Rathi et al.'s hybrid training."""
+    snn_max(layer, cfg, scale=0.7)
