@@ -56,3 +56,49 @@ class Plain(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.flatten(self.features(x), 1))
+
+
+class Lambda(nn.Module):
+    """A module that calls a function: how many public CIFAR ResNets write their shortcut."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class _OptionABlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:  # option A: subsample, then zero-pad the new channels
+            extra = (cout - cin) // 2
+            self.shortcut = Lambda(
+                lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, extra, extra), "constant", 0)
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class OptionAResNet(nn.Module):
+    """A CIFAR ResNet written the way third-party ones often are: option-A shortcuts in a Lambda
+    module and a global pool whose window is the feature map's size (``x.size()[3]``)."""
+
+    def __init__(self, classes: int = 10, width: int = 4) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width)
+        self.block1 = _OptionABlock(width, width, 1)
+        self.block2 = _OptionABlock(width, 2 * width, 2)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn(self.conv(x)))
+        out = self.block2(self.block1(out))
+        out = F.avg_pool2d(out, out.size()[3])
+        return self.fc(out.view(out.size(0), -1))

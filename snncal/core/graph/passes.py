@@ -7,16 +7,19 @@ gone, and every activation a ``call_module`` of its own ``nn.ReLU`` or ``nn.Hard
 
 from __future__ import annotations
 
+import itertools
 import logging
 import operator
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from snncal.core.graph.trace import ConversionError, node_location
+from snncal.core.graph.trace import ConversionError, describe, first_line, propagate
 
 log = logging.getLogger("snncal")
 
@@ -49,6 +52,38 @@ def _arg(node: fx.Node, index: int, name: str, default=None):
     return node.kwargs.get(name, default)
 
 
+def _known(value: Any) -> Any:
+    """``value`` with each Node replaced by the plain value (a size, a shape) it computed when the
+    graph last ran on the example (:func:`propagate`); Nodes without one (tensors) stay."""
+    return fx.node.map_arg(value, lambda n: n.meta.get("value", n))
+
+
+# What a user can do when a pass fails on one of their nodes, by pass.
+ADVICE = {
+    "canonicalize_activations": "write that activation as an nn.ReLU module or an F.relu call",
+    "remove_dropout": "remove the Dropout from the model before converting it",
+    "fold_bn": "fold that BatchNorm into its conv yourself (torch.nn.utils.fusion.fuse_conv_bn_eval)",
+    "maxpool_to_avgpool": "build the model with average pooling (nn.AvgPool2d) and fine-tune it",
+    "avgpool_to_dwconv": "pass convert_avgpool=False to keep that pool a linear op on spikes",
+    "check_supported": "rewrite that op with linear ops and ReLUs",
+}
+
+
+@contextmanager
+def blame(gm: fx.GraphModule, node: fx.Node, step: str) -> Iterator[None]:
+    """Turn an unexpected error while pass ``step`` rewrites ``node`` into a ConversionError that
+    names the node, its source line and what to do (the original error is its ``__cause__``)."""
+    try:
+        yield
+    except ConversionError:
+        raise
+    except Exception as err:
+        raise ConversionError(
+            f"{step} failed at {describe(gm, node)}: {first_line(err)}. {ADVICE[step]}, and "
+            "please report this error to snncal with the model's forward()"
+        ) from err
+
+
 def _finish(gm: fx.GraphModule) -> fx.GraphModule:
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
@@ -72,56 +107,85 @@ def fold_bn(gm: fx.GraphModule) -> fx.GraphModule:
     """
     counts = _call_count(gm)
     for node in list(gm.graph.nodes):
-        bn = _module(gm, node)
-        if not isinstance(bn, _BN) or not isinstance(node.args[0], fx.Node):
-            continue
-        prev = node.args[0]
-        layer = _module(gm, prev)
-        if not isinstance(layer, (*_CONV, nn.Linear)) or len(prev.users) > 1:
-            continue
-        if counts[prev.target] > 1 or counts[node.target] > 1:
-            continue  # shared weights: folding would change the other call
-        fuse = fuse_linear_bn_eval if isinstance(layer, nn.Linear) else fuse_conv_bn_eval
-        _set_module(gm, prev.target, fuse(layer.eval(), bn.eval()))
-        node.replace_all_uses_with(prev)
-        gm.graph.erase_node(node)
+        with blame(gm, node, "fold_bn"):
+            _fold_one(gm, node, counts)
     return _finish(gm)
+
+
+def _fold_one(gm: fx.GraphModule, node: fx.Node, counts: dict[str, int]) -> None:
+    bn = _module(gm, node)
+    if not isinstance(bn, _BN) or not node.args or not isinstance(node.args[0], fx.Node):
+        return
+    if bn.running_mean is None or bn.running_var is None:
+        return  # normalises with each batch's statistics: refused by check_supported
+    prev = node.args[0]
+    layer = _module(gm, prev)
+    if not isinstance(layer, (*_CONV, nn.Linear)) or len(prev.users) > 1:
+        return
+    if counts[prev.target] > 1 or counts[node.target] > 1:
+        return  # shared weights: folding would change the other call
+    fuse = fuse_linear_bn_eval if isinstance(layer, nn.Linear) else fuse_conv_bn_eval
+    _set_module(gm, prev.target, fuse(layer.eval(), bn.eval()))
+    node.replace_all_uses_with(prev)
+    gm.graph.erase_node(node)
 
 
 def remove_dropout(gm: fx.GraphModule) -> fx.GraphModule:
     """Drop Dropout (identity at inference). Before: ``x -> dropout -> y``. After: ``x -> y``."""
     for node in list(gm.graph.nodes):
-        is_module = isinstance(_module(gm, node), nn.modules.dropout._DropoutNd)
-        is_func = node.op == "call_function" and node.target in (F.dropout, F.dropout2d)
-        if is_module or is_func:
-            node.replace_all_uses_with(node.args[0])
-            gm.graph.erase_node(node)
+        with blame(gm, node, "remove_dropout"):
+            is_module = isinstance(_module(gm, node), nn.modules.dropout._DropoutNd)
+            is_func = node.op == "call_function" and node.target in (F.dropout, F.dropout2d)
+            if is_module or is_func:
+                node.replace_all_uses_with(_arg(node, 0, "input"))
+                gm.graph.erase_node(node)
     return _finish(gm)
 
 
 def maxpool_to_avgpool(gm: fx.GraphModule) -> fx.GraphModule:
     """Replace max pooling by average pooling of the same window (changes the ANN's function).
 
-    Before: ``MaxPool2d(k, s, p)``.  After: ``AvgPool2d(k, s, p)``; adaptive likewise.
+    Before: ``MaxPool2d(k, s, p)``.  After: ``AvgPool2d(k, s, p)``; adaptive likewise. Window
+    sizes computed from shapes (``F.max_pool2d(x, x.size(3))``) stay graph values. Dilated pools and
+    pools that return indices have no average twin and are refused.
     """
     for node in list(gm.graph.nodes):
-        mod = _module(gm, node)
-        if isinstance(mod, nn.MaxPool2d):
-            if mod.dilation not in (1, (1, 1)):
-                raise ConversionError(f"{node.name}: dilated max pooling has no average twin")
-            _set_module(gm, node.target, nn.AvgPool2d(
-                mod.kernel_size, mod.stride, mod.padding, ceil_mode=mod.ceil_mode))
-        elif isinstance(mod, nn.AdaptiveMaxPool2d):
-            _set_module(gm, node.target, nn.AdaptiveAvgPool2d(mod.output_size))
-        elif node.op == "call_function" and node.target is F.max_pool2d:
-            k = _arg(node, 1, "kernel_size")
-            s, p = _arg(node, 2, "stride"), _arg(node, 3, "padding", 0)
-            node.target, node.args = F.avg_pool2d, (node.args[0], k, s or None, p)
-            node.kwargs = {"ceil_mode": node.kwargs.get("ceil_mode", False)}
-        elif node.op == "call_function" and node.target is F.adaptive_max_pool2d:
-            node.target = F.adaptive_avg_pool2d
-            node.args, node.kwargs = (node.args[0], _arg(node, 1, "output_size")), {}
+        with blame(gm, node, "maxpool_to_avgpool"):
+            _max_to_avg(gm, node)
     return _finish(gm)
+
+
+def _max_to_avg(gm: fx.GraphModule, node: fx.Node) -> None:
+    mod = _module(gm, node)
+    is_func = node.op == "call_function"
+    if isinstance(mod, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
+        indices, dilation = mod.return_indices, getattr(mod, "dilation", 1)
+    elif is_func and node.target is F.max_pool2d:
+        indices, dilation = _arg(node, 6, "return_indices", False), _arg(node, 4, "dilation", 1)
+    elif is_func and node.target is F.adaptive_max_pool2d:
+        indices, dilation = _arg(node, 2, "return_indices", False), 1
+    else:
+        return
+    indices, dilation = _known(indices), _known(dilation)
+    if indices or nn.modules.utils._pair(dilation) != (1, 1):
+        what = "returns indices" if indices else f"is dilated ({dilation})"
+        raise ConversionError(
+            f"cannot turn {describe(gm, node)} into average pooling: it {what}, which average "
+            f"pooling cannot do; {ADVICE['maxpool_to_avgpool']}"
+        )
+    if isinstance(mod, nn.MaxPool2d):
+        _set_module(gm, node.target, nn.AvgPool2d(
+            mod.kernel_size, mod.stride, mod.padding, ceil_mode=mod.ceil_mode))
+    elif isinstance(mod, nn.AdaptiveMaxPool2d):
+        _set_module(gm, node.target, nn.AdaptiveAvgPool2d(mod.output_size))
+    elif node.target is F.max_pool2d:
+        k, s = _arg(node, 1, "kernel_size"), _arg(node, 2, "stride")
+        p, ceil = _arg(node, 3, "padding", 0), _arg(node, 5, "ceil_mode", False)
+        node.target, node.args = F.avg_pool2d, (_arg(node, 0, "input"), k, s or None, p)
+        node.kwargs = {"ceil_mode": ceil}
+    else:
+        node.target = F.adaptive_avg_pool2d
+        node.args, node.kwargs = (_arg(node, 0, "input"), _arg(node, 1, "output_size")), {}
 
 
 _RELU_FUNCS = {F.relu, torch.relu, torch.relu_, F.relu_}
@@ -141,8 +205,10 @@ def _activation_of(gm: fx.GraphModule, node: fx.Node) -> tuple[float | None, boo
         return None, node.target == "relu_"
     if node.op == "call_function" and node.target is F.relu6:
         return 6.0, bool(_arg(node, 1, "inplace"))
-    if node.op == "call_function" and node.target is F.hardtanh and _arg(node, 1, "min_val") == 0:
-        return float(_arg(node, 2, "max_val", 1.0)), bool(_arg(node, 3, "inplace"))
+    if node.op == "call_function" and node.target is F.hardtanh:
+        low, high = _known(_arg(node, 1, "min_val", -1.0)), _known(_arg(node, 2, "max_val", 1.0))
+        if low == 0 and isinstance(high, (int, float)):
+            return float(high), bool(_arg(node, 3, "inplace"))
     return None
 
 
@@ -156,54 +222,78 @@ def canonicalize_activations(gm: fx.GraphModule) -> fx.GraphModule:
     counts = _call_count(gm)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     for node in list(gm.graph.nodes):
-        found = _activation_of(gm, node)
-        if found is None:
-            continue
-        cap, inplace = found
-        src = node.args[0]
-        if inplace:
-            for user in list(src.users):
-                if user is not node and order[user] > order[node]:
-                    user.replace_input_with(src, node)
-        path = node.target if node.op == "call_module" and counts[node.target] == 1 else node.name
-        _set_module(gm, path, nn.ReLU() if cap is None else nn.Hardtanh(0.0, cap))
-        node.op, node.target, node.args, node.kwargs = "call_module", path, (src,), {}
+        with blame(gm, node, "canonicalize_activations"):
+            found = _activation_of(gm, node)
+            if found is not None:
+                _own_activation(gm, node, *found, counts[node.target] if node.op == "call_module"
+                                else 0, order)
     return _finish(gm)
 
 
+def _own_activation(
+    gm: fx.GraphModule, node: fx.Node, cap: float | None, inplace: bool, calls: int,
+    order: dict[fx.Node, int],
+) -> None:
+    src = _arg(node, 0, "input")
+    if inplace and isinstance(src, fx.Node):
+        for user in list(src.users):
+            if user is not node and order[user] > order[node]:
+                user.replace_input_with(src, node)
+    path = node.target if calls == 1 else node.name
+    _set_module(gm, path, nn.ReLU() if cap is None else nn.Hardtanh(0.0, cap))
+    node.op, node.target, node.args, node.kwargs = "call_module", path, (src,), {}
+
+
 def _pool_geometry(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple, tuple, tuple] | None:
-    """``(kernel, stride, padding)`` of a 2-d average pool that a depthwise conv can replace."""
-    pair = nn.modules.utils._pair
+    """``(kernel, stride, padding)`` of a 2-d average pool that a depthwise conv can replace.
+
+    Window sizes computed from shapes (``F.avg_pool2d(x, x.size()[3])``, a global pool) take their
+    values from the example run.
+    """
     mod = _module(gm, node)
-    src = node.args[0] if node.args else None
-    meta = src.meta.get("tensor_meta") if isinstance(src, fx.Node) else None
-    in_shape = getattr(meta, "shape", ())
+    is_func = node.op == "call_function"
+    if isinstance(mod, nn.AvgPool2d):
+        window = (mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.count_include_pad,
+                  mod.divisor_override)
+    elif is_func and node.target is F.avg_pool2d:
+        window = tuple(_arg(node, i, name, default) for i, (name, default) in enumerate(
+            [("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
+             ("count_include_pad", True), ("divisor_override", None)], start=1))
+    elif isinstance(mod, nn.AdaptiveAvgPool2d):
+        window = (mod.output_size,)
+    elif is_func and node.target is F.adaptive_avg_pool2d:
+        window = (_arg(node, 1, "output_size"),)
+    else:
+        return None
+    src = _arg(node, 0, "input")
+    in_shape = getattr(src.meta.get("tensor_meta"), "shape", ()) if isinstance(src, fx.Node) else ()
     if len(in_shape) != 4:
         return None
-    if isinstance(mod, nn.AvgPool2d) or (node.op == "call_function" and node.target is F.avg_pool2d):
-        if mod is not None:
-            k, s, p = mod.kernel_size, mod.stride, mod.padding
-            ceil, include, div = mod.ceil_mode, mod.count_include_pad, mod.divisor_override
-        else:
-            k, s, p = _arg(node, 1, "kernel_size"), _arg(node, 2, "stride"), _arg(node, 3, "padding", 0)
-            ceil, include = _arg(node, 4, "ceil_mode", False), _arg(node, 5, "count_include_pad", True)
-            div = _arg(node, 6, "divisor_override")
-        k, p = pair(k), pair(p)
-        s = pair(s) if s else k
-        if ceil or div is not None or (not include and p != (0, 0)):
-            return None
-        return k, s, p
-    if isinstance(mod, nn.AdaptiveAvgPool2d) or (
-        node.op == "call_function" and node.target is F.adaptive_avg_pool2d
-    ):
-        out = pair(mod.output_size if mod is not None else _arg(node, 1, "output_size"))
-        size = in_shape[2:]
-        out = tuple(o if o is not None else i for o, i in zip(out, size, strict=True))
-        if any(i % o for i, o in zip(size, out, strict=True)):
-            return None
-        k = tuple(i // o for i, o in zip(size, out, strict=True))
-        return k, k, (0, 0)
-    return None
+    window = _known(window)
+    if len(window) == 1:
+        return _adaptive_geometry(window[0], tuple(in_shape[2:]))
+    return _fixed_geometry(*window)
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    return tuple(int(v) for v in nn.modules.utils._pair(value))
+
+
+def _fixed_geometry(k, s, p, ceil, include, div) -> tuple[tuple, tuple, tuple] | None:
+    k, p = _ints(k), _ints(p)
+    s = _ints(s) if s else k  # avg_pool2d's stride defaults to its kernel
+    if ceil or div is not None or (not include and p != (0, 0)):
+        return None
+    return k, s, p
+
+
+def _adaptive_geometry(out, size: tuple[int, int]) -> tuple[tuple, tuple, tuple] | None:
+    out = nn.modules.utils._pair(out)
+    out = tuple(int(o) if o is not None else i for o, i in zip(out, size, strict=True))
+    if any(i % o for i, o in zip(size, out, strict=True)):
+        return None
+    k = tuple(i // o for i, o in zip(size, out, strict=True))
+    return k, k, (0, 0)
 
 
 def avgpool_to_dwconv(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
@@ -212,33 +302,41 @@ def avgpool_to_dwconv(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModu
     Before: ``relu -> AvgPool2d(k, s, p)``.
     After:  ``relu -> Conv2d(C, C, k, s, p, groups=C, w=1/(kH*kW)) -> ReLU``; the new ReLU is exact
     in the ANN because its input is non-negative. Pools whose input is not an activation, or whose
-    window a conv cannot express, stay linear ops on spike trains.
+    window a conv cannot express, stay linear ops on spike trains. Windows computed from shapes
+    (``F.avg_pool2d(x, x.size()[3])``) take their values on ``example``.
     """
-    ShapeProp(gm).propagate(example)
+    propagate(gm, example)
     for node in list(gm.graph.nodes):
-        geometry = _pool_geometry(gm, node)
-        if geometry is None:
-            continue
-        src = node.args[0]
-        if not is_activation(gm, src):
-            log.debug("%s: pooling input is not an activation; kept as a linear op", node.name)
-            continue
-        (kh, kw), stride, padding = geometry
-        channels = src.meta["tensor_meta"].shape[1]
-        conv = nn.Conv2d(channels, channels, (kh, kw), stride, padding, groups=channels)
-        nn.init.constant_(conv.weight, 1.0 / (kh * kw))
-        nn.init.zeros_(conv.bias)
-        path = node.target if node.op == "call_module" else node.name
-        _set_module(gm, path, conv)
-        _set_module(gm, f"{path}_if", nn.ReLU())
-        with gm.graph.inserting_after(node):
-            conv_node = gm.graph.call_module(path, (src,))
-        with gm.graph.inserting_after(conv_node):
-            act_node = gm.graph.call_module(f"{path}_if", (conv_node,))
-        conv_node.meta, act_node.meta = dict(node.meta), dict(node.meta)
-        node.replace_all_uses_with(act_node)
-        gm.graph.erase_node(node)
+        with blame(gm, node, "avgpool_to_dwconv"):
+            _pool_to_conv(gm, node, example.device)
     return _finish(gm)
+
+
+def _pool_to_conv(gm: fx.GraphModule, node: fx.Node, device: torch.device) -> None:
+    geometry = _pool_geometry(gm, node)
+    if geometry is None:
+        return
+    src = _arg(node, 0, "input")
+    if not is_activation(gm, src):
+        log.debug("%s: pooling input is not an activation; kept as a linear op", node.name)
+        return
+    (kh, kw), stride, padding = geometry
+    meta = src.meta["tensor_meta"]
+    channels = meta.shape[1]
+    conv = nn.Conv2d(channels, channels, (kh, kw), stride, padding, groups=channels,
+                     device=device, dtype=meta.dtype)
+    nn.init.constant_(conv.weight, 1.0 / (kh * kw))
+    nn.init.zeros_(conv.bias)
+    path = node.target if node.op == "call_module" else node.name
+    _set_module(gm, path, conv)
+    _set_module(gm, f"{path}_if", nn.ReLU())
+    with gm.graph.inserting_after(node):
+        conv_node = gm.graph.call_module(path, (src,))
+    with gm.graph.inserting_after(conv_node):
+        act_node = gm.graph.call_module(f"{path}_if", (conv_node,))
+    conv_node.meta, act_node.meta = dict(node.meta), dict(node.meta)
+    node.replace_all_uses_with(act_node)
+    gm.graph.erase_node(node)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -248,12 +346,13 @@ _LINEAR_MODULES = (
     nn.ZeroPad2d, nn.ConstantPad2d,
 )
 _LINEAR_FUNCS = {
-    operator.add, operator.sub, operator.neg, operator.getitem, operator.floordiv, torch.add,
-    torch.sub, torch.cat, torch.flatten, torch.reshape, torch.chunk, torch.split, torch.squeeze,
-    torch.unsqueeze, torch.transpose, torch.permute, F.pad, F.avg_pool2d, F.avg_pool1d,
-    F.adaptive_avg_pool2d, F.linear, F.conv2d, F.conv1d, torch.mean, getattr,
+    operator.add, operator.sub, operator.neg, operator.getitem, torch.add, torch.sub, torch.cat,
+    torch.flatten, torch.reshape, torch.chunk, torch.split, torch.squeeze, torch.unsqueeze,
+    torch.transpose, torch.permute, F.pad, F.avg_pool2d, F.avg_pool1d, F.adaptive_avg_pool2d,
+    F.linear, F.conv2d, F.conv1d, torch.mean, getattr,
 }
-_SCALAR_FUNCS = {operator.mul, operator.truediv, torch.mul}  # linear only with a constant factor
+_SCALAR_FUNCS = {operator.mul, operator.truediv, torch.mul, torch.div}  # linear by a constant
+_DIVIDES = {operator.truediv, torch.div, "div"}
 _LINEAR_METHODS = {
     "view", "reshape", "flatten", "size", "contiguous", "mean", "add", "add_", "sub", "chunk",
     "split", "squeeze", "unsqueeze", "dim", "float", "permute", "transpose", "mul", "div",
@@ -262,42 +361,96 @@ _HINTS = {
     nn.MaxPool2d: "pass maxpool_to_avgpool=True (and fine-tune), or build the model with AvgPool2d",
     F.max_pool2d: "pass maxpool_to_avgpool=True (and fine-tune), or build the model with avg_pool2d",
 }
+_BATCH_STATS_HINT = (
+    "it normalises with each batch's statistics (track_running_stats=False); train it with "
+    "running statistics, or fold them into the previous layer"
+)
+_CAT0_HINT = (
+    "dim 0 holds the batch (and, in the spiking network, time); concatenate along channels "
+    "(dim 1) instead"
+)
 _DEFAULT_HINT = (
     "only linear ops and ReLU-family activations (ReLU, ReLU6) convert into integrate-and-fire "
     "neurons; replace it (e.g. SiLU/GELU -> ReLU) and fine-tune the ANN"
 )
 
 
-def _op_name(gm: fx.GraphModule, node: fx.Node) -> tuple[str, object]:
-    if node.op == "call_module":
-        mod = _module(gm, node)
-        return f"module {type(mod).__name__}", type(mod)
-    if node.op == "call_method":
-        return f"method .{node.target}()", node.target
-    return f"function {getattr(node.target, '__name__', node.target)}", node.target
+def _is_shape_math(node: fx.Node) -> bool:
+    """Python values in and out (``x.size(1) * x.size(2)``, ``c // 2``): arithmetic on sizes, not
+    on the data, so any op is fine. Needs a graph that ran on an example (:func:`propagate`)."""
+    return "value" in node.meta and all("value" in a.meta for a in node.all_input_nodes)
+
+
+def _refusal(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node]) -> str | None:
+    """Why ``node`` cannot become part of a spiking network, or ``None`` if it can."""
+    mod = _module(gm, node)
+    if _is_shape_math(node):
+        return None
+    if isinstance(mod, _BN) and (mod.running_mean is None or mod.running_var is None):
+        return _BATCH_STATS_HINT
+    ok = (
+        is_activation(gm, node)
+        or (node.op == "call_module" and isinstance(mod, _LINEAR_MODULES))
+        or (node.op == "call_function" and node.target in _LINEAR_FUNCS)
+        or (node.op == "call_method" and node.target in _LINEAR_METHODS)
+    )
+    if (node.op == "call_function" and node.target in _SCALAR_FUNCS) or (
+        node.op == "call_method" and node.target in ("mul", "div")
+    ):
+        args = [a in dynamic for a in node.args[:2]]
+        rounds = node.kwargs.get("rounding_mode") is not None
+        divides_by_input = node.target in _DIVIDES and (args[1:] == [True] or rounds)
+        ok = sum(args) <= 1 and not divides_by_input  # x / y, 1 / x, rounded division: not linear
+    if node.target is torch.cat and _cat_dim(node) == 0:
+        return _CAT0_HINT
+    if ok:
+        return None
+    key = type(mod) if mod is not None else node.target
+    return _HINTS.get(key, _DEFAULT_HINT)
+
+
+def _cat_dim(node: fx.Node) -> object:
+    dim = _known(_arg(node, 1, "dim", 0))
+    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+    return dim + len(shape) if isinstance(dim, int) and dim < 0 and shape is not None else dim
 
 
 def check_supported(gm: fx.GraphModule) -> None:
-    """Raise one clear :class:`ConversionError` for the first op that is not linear or a ReLU."""
-    dynamic: set[fx.Node] = set()  # values that depend on the input (not constants)
+    """Raise one clear :class:`ConversionError` for the first op that is not linear or a ReLU.
+
+    Sizes and arithmetic on them (``x.view(x.size(0), -1)``) are fine; a graph that ran on an
+    example (:func:`propagate`) tells them from tensors.
+    """
+    dynamic: set[fx.Node] = set()  # tensors that depend on the input (not constants, not sizes)
     for node in gm.graph.nodes:
-        if node.op == "placeholder" or any(a in dynamic for a in node.all_input_nodes):
+        depends = node.op == "placeholder" or any(a in dynamic for a in node.all_input_nodes)
+        if depends and "value" not in node.meta:
             dynamic.add(node)
         if node.op in ("placeholder", "output", "get_attr"):
             continue
-        ok = (
-            is_activation(gm, node)
-            or (node.op == "call_module" and isinstance(_module(gm, node), _LINEAR_MODULES))
-            or (node.op == "call_function" and node.target in _LINEAR_FUNCS)
-            or (node.op == "call_method" and node.target in _LINEAR_METHODS)
+        with blame(gm, node, "check_supported"):
+            hint = _refusal(gm, node, dynamic)
+        if hint is not None:
+            raise ConversionError(f"cannot convert {describe(gm, node)}: {hint}")
+
+
+def check_finite(model: nn.Module) -> None:
+    """Refuse a model with NaN or infinite parameters or buffers (a diverged or broken checkpoint),
+    which would otherwise convert into a network that silently outputs garbage."""
+    bad = []
+    named = itertools.chain(
+        (("parameter", *p) for p in model.named_parameters()),
+        (("buffer", *b) for b in model.named_buffers()),
+    )
+    for kind, name, tensor in named:
+        if tensor.is_floating_point() or tensor.is_complex():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad.append(f"{kind} '{name}' has {count} of {tensor.numel()} values NaN or infinite")
+    if bad:
+        more = f" (and {len(bad) - 5} more tensors)" if len(bad) > 5 else ""
+        raise ConversionError(
+            f"{type(model).__name__} has weights that are not finite: {'; '.join(bad[:5])}{more}. "
+            "The checkpoint is broken (a diverged training run or a bad load): convert a "
+            "checkpoint whose weights are all finite."
         )
-        if node.target in _SCALAR_FUNCS or node.target in ("mul", "div"):
-            ok = sum(a in dynamic for a in node.args if isinstance(a, fx.Node)) <= 1
-        if node.target is torch.cat and _arg(node, 1, "dim", 0) == 0:
-            ok = False  # batch (and time) live in dim 0
-        if not ok:
-            what, key = _op_name(gm, node)
-            hint = _HINTS.get(key, _DEFAULT_HINT)
-            raise ConversionError(
-                f"cannot convert node '{node.name}' ({what}) at {node_location(node)}: {hint}"
-            )
