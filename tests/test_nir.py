@@ -327,6 +327,7 @@ def test_input_shape_from_the_graph_or_the_argument():
 
 def test_import_snncal_does_not_need_nir():
     code = "import sys; sys.modules['nir'] = None; import snncal; print(callable(snncal.export_nir))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "True"
     assert "export_nir" in snncal.__all__

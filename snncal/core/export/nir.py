@@ -10,6 +10,8 @@ each is a 1x1 (or offset, strided) convolution whose weight is 0 or 1, which cop
 NIR 1.0.8 infers a grouped convolution's input as ``weight.shape[1]`` channels, so a graph with
 ``groups > 1`` fails ``nir.read``'s type check; grouped convolutions (depthwise convs from average
 pools, MobileNet) are written dense, block-diagonal with zeros, with ``metadata["snncal_groups"]``.
+It also sizes a Conv2d's output from ``weight.shape[2]`` alone, so a non-square kernel is written
+square, padded with zeros on both sides (:meth:`_Export._square`).
 
 Semantics NIR's IF node cannot hold (reset by subtraction, initial potentials ``v0``, the firing rule
 ``v >= Vth``, the threshold shift) go into each IF node's ``metadata``, and one warning per export
