@@ -44,7 +44,7 @@ def hybrid_finetune(snn: SpikingNetwork, images: Tensor, labels: Tensor | None, 
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         losses.append(total / len(images))
         log.info("hybrid fine-tuning epoch %d/%d: loss %.4f", epoch + 1, cfg.hybrid_epochs, losses[-1])
     return {"hybrid_loss": losses}
