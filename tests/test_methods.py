@@ -69,7 +69,7 @@ def _reference_spike_norm(model: nn.Module, x: torch.Tensor, T: int) -> dict[str
         neuron = snn.neurons()[name]
         original = neuron.scan
 
-        def record(current, v, steps, T_, residual=None, original=original):
+        def record(current, v, steps, T_, residual=None, original=original, seen=seen):
             seen.append(current.max())
             return original(current, v, steps, T_, residual)
 
