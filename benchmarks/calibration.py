@@ -23,10 +23,10 @@ def images_for(n: int, data: str | None) -> torch.Tensor:
     """``n`` CIFAR-10 training images from an ImageFolder copy, or uniform noise of that shape."""
     if data is None:
         return torch.rand(n, 3, 32, 32)
-    from snncal.ann.data import build_dataset, calibration_subset
+    from snncal.ann.data import build_dataset
+    from snncal.core.convert import calibration_images
 
-    subset = calibration_subset(build_dataset("cifar10", data, "train", augment="none"), n, seed=0)
-    return torch.stack([subset[i][0] for i in range(len(subset))])
+    return calibration_images(build_dataset("cifar10", data, "train", augment="none"), n, seed=0)
 
 
 def measure(name: str, x: torch.Tensor, T: int, method: str) -> dict:

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import snncal.ann.data as data
+from snncal.core.subsets import describe_subset, evenly_spaced, random_indices
 
 CLASSES = [f"c{i}" for i in range(10)]
 
@@ -144,16 +145,15 @@ def test_debian_fashion_mnist() -> None:
     assert sorted(torch.bincount(test.targets).tolist()) == [1000] * 10
 
 
-def test_calibration_subset_is_seeded() -> None:
+def test_subsets_are_seeded_or_evenly_spaced() -> None:
+    a, b, c = random_indices(100, 10, seed=0), random_indices(100, 10, seed=0), random_indices(100, 10, 1)
+    assert a == b != c and len(set(a)) == 10 and all(0 <= i < 100 for i in a)
+    assert sorted(random_indices(100, 1000, seed=0)) == list(range(100))
+    with pytest.raises(ValueError, match="at least one image"):
+        random_indices(100, 0, seed=0)
     ds = data.TensorImageDataset(torch.zeros(100, 1, 2, 2, dtype=torch.uint8), torch.arange(100))
-    a = data.calibration_subset(ds, 10, seed=0)
-    b = data.calibration_subset(ds, 10, seed=0)
-    c = data.calibration_subset(ds, 10, seed=1)
-    assert a.indices == b.indices != c.indices
-    assert len(set(a.indices)) == 10 and a.indices == sorted(a.indices)
-    assert len(data.calibration_subset(ds, 1000)) == 100
-    with pytest.raises(ValueError, match="positive"):
-        data.calibration_subset(ds, 0)
+    assert evenly_spaced(ds, 20).indices == list(range(0, 100, 5)) and evenly_spaced(ds, None) is ds
+    assert describe_subset(20, 100) == "20 of 100 test images (every 5th)"
 
 
 def test_tensor_dataset_validates() -> None:

@@ -12,7 +12,7 @@ from torch import nn
 import snncal
 from snncal.app.plots import plot_accuracy, plot_firing_rates
 from snncal.app.report import calibration_table, rates_table
-from snncal.app.results import ResultsFile, SweepRow, accuracy_table, markdown_table, to_csv
+from snncal.app.results import ResultsFile, Row, accuracy_table, markdown_table, to_csv
 from snncal.core.evaluate import LayerRate, firing_rates
 from snncal.core.neuron import if_scan
 
@@ -65,13 +65,13 @@ def test_markdown_and_csv() -> None:
     assert table.splitlines() == [
         "| name |   acc |", "|:-----|------:|", "| a    |  1.50 |", "| bb   | 10.25 |",
     ]
-    rows = [SweepRow("none", 32, 0, 90.0, 100, 1.0, 2.0, extra={"k": [1, 2]})]
+    rows = [Row("none", 32, 0, 90.0, 100, 1.0, 2.0, extra={"k": [1, 2]})]
     text = to_csv(rows).splitlines()
     assert text[0].startswith("method,T,seed,acc") and '"{""k"": [1, 2]}"' in text[1]
 
 
-def _row(method: str, T: int, seed: int, acc: float) -> SweepRow:
-    return SweepRow(method, T, seed, acc, 100, 0.1, 0.2)
+def _row(method: str, T: int, seed: int, acc: float) -> Row:
+    return Row(method, T, seed, acc, 100, 0.1, 0.2)
 
 
 def test_accuracy_table_is_the_papers_layout() -> None:
@@ -111,7 +111,8 @@ def test_plots_are_written(tmp_path) -> None:
 def test_test_subset_is_fixed_and_covers_sorted_classes() -> None:
     from torch.utils.data import TensorDataset
 
-    from snncal.app.experiment import subset_name, test_subset
+    from snncal.core.subsets import describe_subset as subset_name
+    from snncal.core.subsets import evenly_spaced as test_subset
 
     labels = torch.arange(10).repeat_interleave(100)  # sorted by class, like an ImageFolder
     data = TensorDataset(torch.zeros(1000, 1), labels)

@@ -124,16 +124,18 @@ def test_global_torch_flags_are_restored(tmp_path: Path) -> None:
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_parser_maps_onto_config() -> None:
-    args = T.build_parser().parse_args(
-        ["--arch", "vgg16", "--epochs", "3", "--lr", "0.01", "--no-amp", "--width", "0.5"]
-    )
-    cfg = T.config_from_args(args)
+def test_train_command_maps_options_onto_the_config_and_trains(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``snncal train``: one option per TrainConfig field (one mechanism with the conversion options)."""
+    from snncal.app.cli import build_parser, main
+    from snncal.app.options import from_args
+
+    args = build_parser().parse_args(["train", "--arch", "vgg16", "--epochs", "3", "--lr", "0.01",
+                                      "--no-amp", "--width", "0.5"])
+    cfg = from_args(T.TrainConfig, args, out_dir=args.out)
     assert (cfg.arch, cfg.epochs, cfg.lr, cfg.amp, cfg.width) == ("vgg16", 3, 0.01, False, 0.5)
     assert cfg.weight_decay is None and cfg.data_dir is None
 
-
-def test_main_on_an_image_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SNNCAL_CACHE_DIR", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
@@ -143,10 +145,10 @@ def test_main_on_an_image_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                 img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
                 Image.fromarray(img).save(tmp_path / "d" / split / f"c{c}" / f"{i}.png")
     out = tmp_path / "out"
-    argv = ["--arch", "resnet20_he", "--width", "0.125", "--data-dir", str(tmp_path / "d"),
-            "--epochs", "1", "--batch-size", "8", "--out-dir", str(out), "--no-progress",
+    argv = ["train", "--arch", "resnet20_he", "--width", "0.125", "--data-dir", str(tmp_path / "d"),
+            "--epochs", "1", "--batch-size", "8", "--out", str(out), "--no-progress",
             "--augment", "basic", "--threads", "1"]  # fmt: skip
-    assert T.main(argv) == 0
+    assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 1 and (out / "last.safetensors").exists()
     assert (out / "best.json").exists() and (out / "train.log").exists()

@@ -9,15 +9,16 @@ and the training recipe.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from snncal.core.files import FileFormatError, read_tensors, write_tensors
+from snncal.core.files import FileFormatError, checkpoint_paths, read_tensors, write_tensors
 
-__all__ = ["FORMAT", "load_checkpoint", "model_from_meta", "read_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "digest", "load_checkpoint", "model_from_meta", "read_checkpoint", "save_checkpoint"]
 
 FORMAT = "snncal-checkpoint/1"
 
@@ -104,3 +105,11 @@ def _check_shapes(model: nn.Module, state: dict, meta: dict, path: str | Path) -
             f"checkpoint {path} does not match arch {meta['arch']!r} with "
             f"num_classes={meta.get('num_classes')}, width={meta.get('width', 1.0)}: {detail}"
         )
+
+
+def digest(path: str | Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a checkpoint's weights: which model a result is of."""
+    weights, _ = checkpoint_paths(path)
+    if not weights.exists():
+        raise FileNotFoundError(f"no checkpoint at {weights}")
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]

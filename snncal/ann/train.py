@@ -2,10 +2,12 @@
 
 ``train(TrainConfig(...))`` trains a zoo model and writes, under ``out_dir``:
 
-* ``state.pt``: everything needed to resume (weights, optimizer, scheduler, EMA, RNG, history),
-  rewritten atomically after every epoch, so ``kill -9`` loses at most the running epoch;
-* ``last.{safetensors,json}`` and ``best.{safetensors,json}``: checkpoints (see :mod:`snncal.ann.checkpoint`),
-  holding the EMA weights when EMA is on;
+* ``state.pt``: everything needed to resume (weights, optimizer, scheduler, EMA, history) as
+  tensors and plain data, read back weights-only; rewritten atomically after every epoch, so
+  ``kill -9`` loses at most the running epoch (each epoch reseeds every random source from the
+  seed and its number, so a resumed run draws what an uninterrupted one would);
+* ``last.{safetensors,json}`` and ``best.{safetensors,json}``: checkpoints (see
+  :mod:`snncal.ann.checkpoint`), holding the EMA weights when EMA is on;
 * ``history.json``: per-epoch metrics.
 
 Recipe (Li et al. 2021): SGD momentum 0.9, lr 0.1 cosine, weight decay 5e-4 with BN (lr 0.005,
@@ -15,7 +17,6 @@ weight decay 1e-4, 120 epochs. Mixed precision (bf16 autocast) on GPU; DDP under
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import io
@@ -24,7 +25,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
 from snncal.ann.checkpoint import save_checkpoint
+from snncal.core.config import check_float, check_int
+from snncal.core.evaluate import evaluate
 from snncal.core.files import atomic_write_bytes, atomic_write_json
+from snncal.core.subsets import evenly_spaced, random_indices
 
-__all__ = ["TrainConfig", "evaluate", "main", "train", "train_one_epoch"]
+__all__ = ["TrainConfig", "build_model", "train", "train_one_epoch"]
 
 log = logging.getLogger("snncal")
 
@@ -73,12 +77,27 @@ class TrainConfig:
     device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...")
     amp: bool = _f(True, "bf16 autocast on CUDA")
     threads: int | None = _f(None, "torch.set_num_threads for the run")
-    train_subset: int | None = _f(None, "train on a seeded random subset of N images")
-    test_subset: int | None = _f(None, "test on a seeded random subset of N images")
+    train_images: int | None = _f(None, "train on N training images drawn with the seed (default: all)")
+    test_images: int | None = _f(None, "test on N test images evenly spaced through the split (default: all)")
     resume: bool = _f(True, "continue from OUT_DIR/state.pt when present")
     deterministic: bool = _f(False, "deterministic algorithms, no cuDNN benchmark")
     download: bool = _f(False, "let torchvision download CIFAR (needs a network)")
     progress: bool = _f(True, "tqdm progress bars")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs", "threads", "train_images", "test_images"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), low=1)
+        check_int("workers", self.workers, low=0)
+        check_int("seed", self.seed, low=None)
+        check_float("width", self.width, 0.0, math.inf, open_low=True)
+        check_float("momentum", self.momentum, 0.0, 1.0)
+        for name, high in (("lr", math.inf), ("weight_decay", math.inf), ("label_smoothing", 1.0),
+                           ("ema_decay", 1.0)):
+            if getattr(self, name) is not None:
+                check_float(name, getattr(self, name), 0.0, high, open_low=name == "lr")
+        if self.augment not in ("paper", "basic", "none"):
+            raise ValueError(f"augment must be one of paper, basic, none, got {self.augment!r}")
 
     def resolve(self, has_bn: bool) -> TrainConfig:
         """A copy with every ``None`` default replaced by the recipe's value."""
@@ -144,33 +163,6 @@ def train_one_epoch(
     return {"loss": float(total_loss) / max(seen, 1), "acc": 100.0 * float(correct) / max(seen, 1)}
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable,
-    device: torch.device | str = "cpu",
-    *,
-    amp: bool = False,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (%) and mean cross-entropy of ``model`` over ``loader``."""
-    device = torch.device(device)
-    model.eval()
-    loss_sum, top1, top5, seen = 0.0, 0, 0, 0
-    for x, y in tqdm(loader, desc="eval", disable=not progress, leave=False):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(x).float()
-        loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
-        k = min(5, out.shape[1])
-        pred = out.topk(k, 1).indices
-        top1 += int((pred[:, 0] == y).sum())
-        top5 += int((pred == y[:, None]).any(1).sum())
-        seen += len(y)
-    n = max(seen, 1)
-    return {"loss": loss_sum / n, "acc": 100.0 * top1 / n, "acc5": 100.0 * top5 / n}
-
-
 # ----------------------------------------------------------------------------- setup
 
 
@@ -200,12 +192,10 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
+def _train_subset(ds: Dataset, n: int | None, seed: int) -> Dataset:
     if n is None or n >= len(ds):  # type: ignore[arg-type]
         return ds
-    from snncal.ann.data import calibration_subset
-
-    return calibration_subset(ds, n, seed)
+    return Subset(ds, random_indices(len(ds), n, seed))  # type: ignore[arg-type]
 
 
 def _datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
@@ -260,17 +250,6 @@ def _loader(ds: Dataset, batch: int, shuffle: bool, workers: int, sampler=None) 
 # ----------------------------------------------------------------------------- state
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
 def _save_state(path: Path, **state: Any) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -278,9 +257,20 @@ def _save_state(path: Path, **state: Any) -> None:
 
 
 def _load_state(path: Path) -> dict[str, Any] | None:
+    """The resume state: tensors and plain data only, read weights-only, so that no file placed in
+    a run folder can run code."""
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # an unpickling error names what the file tried to load
+        raise ValueError(f"{path} is not a resume state written by snncal train ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]}); delete it or use another out_dir") from None
+    missing = {"model", "optimizer", "scheduler", "config", "epoch", "history", "best"} - set(state)
+    if not isinstance(state, dict) or missing:
+        raise ValueError(f"{path} is not a resume state written by snncal train (missing "
+                         f"{sorted(missing)}); delete it or use another out_dir")
+    return state
 
 
 # ----------------------------------------------------------------------------- driver
@@ -357,7 +347,8 @@ def _train(config: TrainConfig, train_set: Dataset | None, test_set: Dataset | N
         if rank != 0:
             continue
         eval_model = ema.module if ema is not None else model
-        te = evaluate(eval_model, test_loader, device, amp=amp)
+        result = evaluate(eval_model, test_loader, device=device, amp=amp)
+        te = {"loss": result.ann_loss, "acc": result.ann, "acc5": result.ann_top5}
         dt = time.perf_counter() - t0
         progress["elapsed"] += dt
         progress["epoch"] = epoch + 1
@@ -400,8 +391,8 @@ def _loaders(
         loaded = _datasets(cfg)
         train_set = train_set if train_set is not None else loaded[0]
         test_set = test_set if test_set is not None else loaded[1]
-    train_set = _subset(train_set, cfg.train_subset, cfg.seed)
-    test_set = _subset(test_set, cfg.test_subset, cfg.seed)
+    train_set = _train_subset(train_set, cfg.train_images, cfg.seed)
+    test_set = evenly_spaced(test_set, cfg.test_images)
     if world > 1:
         sampler: Any = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed)
     else:
@@ -472,7 +463,6 @@ def _save_epoch(
         optimizer=optimizer.state_dict(),
         scheduler=scheduler.state_dict(),
         ema=ema.state_dict() if ema is not None else None,
-        rng=_rng_state(),
         config=dataclasses.asdict(cfg),
         **progress,
     )
@@ -495,52 +485,3 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
 
 
 # ----------------------------------------------------------------------------- entry point
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one option per :class:`TrainConfig` field (``--batch-size``...)."""
-    parser = parser or argparse.ArgumentParser(description="Train an ANN with the paper's recipe")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_ = f.metadata.get("help", "") + (f" (default: {f.default})" if f.default else "")
-        if f.type in ("bool", bool):
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_
-            )
-            continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-        parser.add_argument(flag, type=kind, default=f.default, help=help_)
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of parsed arguments (unknown attributes are ignored)."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m snncal.ann.train --arch resnet20_he --data-dir DIR --epochs 30 --out-dir OUT``."""
-    cfg = config_from_args(build_parser().parse_args(argv))
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fmt = "%(asctime)s %(levelname)s %(message)s"
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format=fmt)
-    rank0 = int(os.environ.get("RANK", "0")) == 0
-    file_handler = logging.FileHandler(out / "train.log") if rank0 else logging.NullHandler()
-    file_handler.setFormatter(logging.Formatter(fmt))
-    log.addHandler(file_handler)
-    log.setLevel(logging.INFO)
-    try:
-        summary = train(cfg)
-        if rank0:
-            atomic_write_json(out / "summary.json", summary)
-            log.info("done: test acc %s%% after %s epochs", summary["test_acc"], summary["epochs"])
-    finally:
-        log.removeHandler(file_handler)
-        file_handler.close()
-    return 0
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,10 @@
-"""Sweeps of conversion settings: methods x T x seeds, one converted network per row, resumable.
+"""Experiments: methods x T x seeds on one model, one converted network per row, resumable.
 
 Each row follows the paper's protocol: the network is converted and calibrated *for* its ``T``
 (thresholds and calibration depend on ``T``), with calibration images drawn by its seed, and
-evaluated at that ``T``.
+evaluated at that ``T`` on a fixed, named test subset, against the ANN on the same images. The one
+:class:`Experiment` is behind ``snncal sweep``, ``snncal reproduce``, the quickstart and the
+accuracy benchmark, so that every published number comes from a command a user can run.
 """
 
 from __future__ import annotations
@@ -10,133 +12,162 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from snncal.app.results import ResultsFile, SweepRow
+from snncal.app.results import ResultsFile, Row, accuracy_table, table9, write_csv
+from snncal.core.calibrate import get_method
 from snncal.core.config import ConvertConfig, make_config
 from snncal.core.convert import convert
 from snncal.core.evaluate import evaluate
+from snncal.core.files import atomic_write_text
+from snncal.core.subsets import describe_subset, evenly_spaced
 
-__all__ = [
-    "PAPER_METHODS", "PAPER_TS", "ensure_ann_accuracy", "run_sweep", "subset_name", "sweep_keys",
-    "test_subset",
-]
+__all__ = ["PAPER_METHODS", "PAPER_TS", "Experiment", "grid"]
 
 log = logging.getLogger("snncal")
 
-PAPER_METHODS = ("none", "light", "advanced")
+PAPER_METHODS = ("spike_norm", "hybrid", "rmp", "tsc", "opt", "none", "light", "advanced")
 PAPER_TS = (32, 64, 128, 256, 2048)  # Li et al. 2021, Table 9
 
 
-def test_subset(dataset: Dataset, n: int | None) -> Dataset:
-    """A fixed, named test subset: ``n`` images evenly spaced through the split (indices ``i * len // n``).
-
-    Unlike the first ``n`` images, it covers every class when the split is sorted by class
-    (ImageFolder copies); for ``n`` dividing the split size it is "every k-th image".
-    """
-    total = len(dataset)  # type: ignore[arg-type]
-    if n is None or n >= total:
-        return dataset
-    return Subset(dataset, [i * total // n for i in range(n)])
-
-
-def subset_name(n: int, total: int) -> str:
-    """How :func:`test_subset` is described in tables and logs."""
-    if n >= total:
-        return f"all {total} test images"
-    k = total // n
-    suffix = "th" if k % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
-    step = f"every {k}{suffix}" if total % n == 0 else f"indices i * {total} // {n}"
-    return f"{n} of {total} test images ({step})"
-
-
-def sweep_keys(
-    methods: Sequence[str], Ts: Sequence[int], seeds: Sequence[int]
-) -> list[tuple[str, int, int]]:
-    """Rows of a sweep in run order: seed-major, so each finished seed is a complete table."""
+def grid(methods: Sequence[str], Ts: Sequence[int], seeds: Sequence[int]) -> list[tuple[str, int, int]]:
+    """Rows ``(method, T, seed)`` in run order: seed-major, so each finished seed is a complete
+    table. Unknown methods and bad T fail here, before any work."""
+    for m in methods:
+        get_method(m)
+    for T in Ts:
+        make_config(T=T)
+    if not methods or not Ts or not seeds:
+        raise ValueError("an experiment needs at least one method, one T and one seed")
     return [(m, T, s) for s in seeds for m in methods for T in Ts]
-
-
-def ensure_ann_accuracy(
-    results: ResultsFile, model: nn.Module, loader: Iterable, device: torch.device | str | None = None
-) -> float:
-    """The ANN's accuracy on ``loader``, from ``results`` when already there, else measured and saved."""
-    if "acc" not in results.ann:
-        t0 = time.perf_counter()
-        acc = evaluate(model, loader, device=device)["ann"]
-        results.set_ann(acc=acc, eval_seconds=time.perf_counter() - t0)
-    return float(results.ann["acc"])
 
 
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def run_row(
-    model: nn.Module,
-    calib_data: Dataset,
-    test_loader: Iterable,
-    cfg: ConvertConfig,
-    device: torch.device | str | None = None,
-) -> SweepRow:
-    """Convert ``model`` with ``cfg`` and evaluate it at ``cfg.T``."""
-    t0 = time.perf_counter()
-    snn = convert(model, calib_data, cfg)
-    t1 = time.perf_counter()
-    acc = evaluate(snn, test_loader, T=[cfg.T], device=device)[cfg.T]
-    layers = snn.calibration.layers if snn.calibration is not None else []
-    return SweepRow(
-        method=cfg.method, T=cfg.T, seed=cfg.seed, acc=acc,
-        test_images=len(getattr(test_loader, "dataset", [])),  # type: ignore[arg-type]
-        convert_seconds=t1 - t0, eval_seconds=time.perf_counter() - t1,
-        calib_mse_before=_mean([layer.mse_before for layer in layers]),
-        calib_mse_after=_mean([layer.mse_after for layer in layers]),
-    )
-
-
-def run_sweep(
-    model: nn.Module,
-    calib_data: Dataset,
-    test_loader: Iterable,
-    results: ResultsFile,
-    methods: Sequence[str],
-    Ts: Sequence[int],
-    seeds: Sequence[int],
-    base: ConvertConfig | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-) -> list[SweepRow]:
-    """Run every ``(method, T, seed)`` row not yet in ``results``, saving each as it finishes.
+class Experiment:
+    """One model, its calibration data and a fixed test subset, and the rows run on them so far.
 
     Args:
-        model: the trained ANN (on ``device``).
-        calib_data: data set the calibration images are drawn from (by each row's seed).
-        test_loader: batches of ``(x, y)`` the SNN is evaluated on.
-        results: the resumable results file; rows already in it are skipped.
-        methods, Ts, seeds: the grid.
-        base: conversion options shared by all rows (``method``, ``T``, ``seed`` are overridden).
-        device: where to evaluate.
-        progress: a progress bar over rows.
-
-    Returns:
-        The rows of this grid (done before or now), in run order.
+        results: path of the resumable results file (``STEM.json``; tables go beside it).
+        model: the trained ANN, on ``device``.
+        calib_data: the data set calibration images are drawn from (by each row's seed).
+        test_data: the test split; ``test_images`` of it, evenly spaced, are evaluated.
+        base: conversion options shared by all rows (``method``, ``T``, ``seed`` are per row).
+        protocol: what else decides the numbers (checkpoint digest, architecture, data set);
+            resuming a file of another protocol stops with a message instead of mixing results.
+        config: the run's whole configuration, echoed into the results file.
     """
-    keys = sweep_keys(methods, Ts, seeds)
-    todo = [k for k in keys if not results.done(k)]
-    if len(todo) < len(keys):
-        log.info("resuming %s: %d of %d rows done", results.path, len(keys) - len(todo), len(keys))
-    bar = tqdm(todo, desc="sweep", disable=not progress, leave=False)
-    for method, T, seed in bar:
-        bar.set_postfix_str(f"{method} T={T} seed={seed}")
-        cfg = make_config(base, method=method, T=T, seed=seed)
-        row = run_row(model, calib_data, test_loader, cfg, device)
-        results.add(row)
-        log.info("%s T=%d seed=%d: %.2f%% (%.1f s)", method, T, seed, row.acc,
-                 row.convert_seconds + row.eval_seconds)
-    by_key = {r.key: r for r in results.rows}
-    return [by_key[k] for k in keys]
+
+    def __init__(
+        self,
+        results: str | Path,
+        model: nn.Module,
+        calib_data: Dataset,
+        test_data: Dataset,
+        base: ConvertConfig,
+        *,
+        test_images: int | None = None,
+        batch_size: int = 100,
+        workers: int = 0,
+        device: torch.device | str = "cpu",
+        protocol: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.model, self.calib_data, self.base, self.device = model, calib_data, base, device
+        self.progress = progress
+        subset = evenly_spaced(test_data, test_images)
+        self.subset = describe_subset(len(subset), len(test_data))  # type: ignore[arg-type]
+        self.loader = DataLoader(subset, batch_size=batch_size, num_workers=workers,
+                                 pin_memory=torch.device(device).type == "cuda")
+        fixed = {k: v for k, v in base.to_dict().items() if k not in ("method", "T", "seed")}
+        self.results = ResultsFile(results, config or {}, {
+            **(protocol or {}), "test_images": self.subset, "convert": fixed,
+        })
+
+    @property
+    def ann_accuracy(self) -> float:
+        """The ANN's top-1 accuracy on the test subset (measured once, kept in the results file)."""
+        if "acc" not in self.results.ann:
+            t0 = time.perf_counter()
+            acc = evaluate(self.model, self.loader, device=self.device).ann
+            self.results.set_ann(acc=acc, eval_seconds=time.perf_counter() - t0)
+        return float(self.results.ann["acc"])
+
+    def run_row(self, method: str, T: int, seed: int) -> Row:
+        """Convert the model for ``T`` with ``method`` and calibration images of ``seed``; evaluate."""
+        cfg = make_config(self.base, method=method, T=T, seed=seed)
+        t0 = time.perf_counter()
+        snn = convert(self.model, self.calib_data, cfg, progress=self.progress)
+        t1 = time.perf_counter()
+        result = evaluate(snn, self.loader, T=[T], ann=self.model, device=self.device)
+        report = snn.calibration
+        layers = report.layers if report is not None else []
+        return Row(
+            method=method, T=T, seed=seed, acc=result.snn[T], test_images=result.images,
+            convert_seconds=t1 - t0, eval_seconds=time.perf_counter() - t1,
+            agreement=result.agreement[T], logit_mse=result.logit_mse[T],
+            calib_mse_before=_mean([layer.mse_before for layer in layers]),
+            calib_mse_after=_mean([layer.mse_after for layer in layers]),
+            threads=torch.get_num_threads(), extra=dict(report.extra) if report is not None else {},
+        )
+
+    def run(self, methods: Sequence[str], Ts: Sequence[int], seeds: Sequence[int]) -> list[Row]:
+        """Run every ``(method, T, seed)`` row not yet in the results file, saving each as it
+        finishes; returns the rows of this grid (done before or now), in run order."""
+        keys = grid(methods, Ts, seeds)
+        self.ann_accuracy  # noqa: B018  (measured first: a table always has its ANN column)
+        todo = [k for k in keys if not self.results.done(k)]
+        if len(todo) < len(keys):
+            log.info("resuming %s: %d of %d rows done", self.results.path, len(keys) - len(todo), len(keys))
+        bar = tqdm(todo, desc="experiment", disable=not self.progress, leave=False)
+        for method, T, seed in bar:
+            bar.set_postfix_str(f"{method} T={T} seed={seed}")
+            row = self.run_row(method, T, seed)
+            self.results.add(row)
+            log.info("%s T=%d seed=%d: %.2f%% (%.1f s)", method, T, seed, row.acc,
+                     row.convert_seconds + row.eval_seconds)
+        by_key = {r.key: r for r in self.results.rows}
+        return [by_key[k] for k in keys]
+
+    def write(
+        self,
+        rows: Sequence[Row],
+        methods: Sequence[str],
+        Ts: Sequence[int],
+        title: str,
+        network: str | None = None,
+        columns: dict[str, str] | None = None,
+    ) -> tuple[str, dict[str, str]]:
+        """The Markdown table of ``rows`` (with the paper's rows of ``network`` when given) and the
+        files written beside the results file: JSON, CSV, Markdown and, with matplotlib, a plot."""
+        seeds = sorted({r.seed for r in rows})
+        listed = ", ".join(map(str, seeds))
+        seed_text = f"seed {listed}" if len(seeds) == 1 else f"seeds {listed} (mean ± std)"
+        caption = (f"Top-1 accuracy (%) on {self.subset}; each SNN converted and calibrated for its T "
+                   f"({self.base.num_images} calibration images, threshold rule {self.base.threshold} "
+                   f"where the method uses it), {seed_text}.")
+        table = (table9(rows, self.ann_accuracy, methods, Ts, network, columns) if network
+                 else accuracy_table(rows, self.ann_accuracy, methods, Ts, columns=columns))
+        stem = self.results.path.with_suffix("")
+        files = {
+            "json": str(self.results.path),
+            "csv": str(write_csv(stem.with_suffix(".csv"), rows)),
+            "markdown": str(atomic_write_text(stem.with_suffix(".md"), f"# {title}\n\n{caption}\n\n{table}")),
+        }
+        from snncal.app import plots
+
+        if plots.available():
+            files["plot"] = str(plots.plot_accuracy(rows, stem.with_suffix(".png"), self.ann_accuracy,
+                                                    title=title, methods=methods))
+        self.results.set_extra(files=files)
+        return f"{caption}\n\n{table}", files

@@ -1,22 +1,23 @@
-"""Figures of a sweep: accuracy vs T per method, per-layer firing rates and costs (matplotlib, Agg)."""
+"""Figures of an experiment: accuracy vs T per method, per-layer firing rates and costs.
+
+matplotlib is an optional extra (``pip install snncal[plot]``): without it :func:`available` is
+false, the commands skip their figures, and a plot function says what to install.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from snncal.app.results import SweepRow, summarize
+from snncal.app.results import Row, summarize
 from snncal.core.evaluate import LayerRate
 from snncal.core.files import atomic_write_bytes
 from snncal.core.stats import NetworkStats
 
-__all__ = ["plot_accuracy", "plot_firing_rates", "plot_layer_stats"]
+__all__ = ["available", "plot_accuracy", "plot_firing_rates", "plot_layer_stats"]
 
 _STYLE = {  # method -> (colour, marker); others cycle through the default colours
     "none": ("#7f7f7f", "o"),
@@ -25,15 +26,31 @@ _STYLE = {  # method -> (colour, marker); others cycle through the default colou
 }
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def available() -> bool:
+    """Whether matplotlib is installed."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _pyplot() -> Any:
+    if not available():
+        raise ImportError("plots need matplotlib: pip install 'snncal[plot]' (or matplotlib)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_accuracy(
-    rows: Sequence[SweepRow],
+    rows: Sequence[Row],
     path: str | Path,
     ann_acc: float | None = None,
     title: str = "",
@@ -45,7 +62,7 @@ def plot_accuracy(
     """
     stats = summarize(rows)
     methods = list(methods or dict.fromkeys(r.method for r in rows))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.2))
     lows, seeds = [], max((n for _, _, n in stats.values()), default=1)
     for i, m in enumerate(methods):
         Ts = sorted(T for (mm, T) in stats if mm == m)
@@ -83,7 +100,7 @@ def plot_firing_rates(rates: Sequence[LayerRate], path: str | Path, title: str =
     """Bar chart of each IF layer's mean firing rate (spikes per neuron per step), in graph order."""
     names = [r.name for r in rates]
     values = [r.rate for r in rates]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(rates) + 2.5), 4.2))
+    fig, ax = _pyplot().subplots(figsize=(max(5.0, 0.55 * len(rates) + 2.5), 4.2))
     bars = ax.bar(range(len(rates)), values, color="#1f77b4")
     for bar, r in zip(bars, rates):
         ax.annotate(f"{r.rate:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -106,7 +123,7 @@ def plot_layer_stats(stats: NetworkStats, path: str | Path, title: str = "") -> 
     names = [layer.name for layer in layers]
     rates = [layer.rate for layer in layers]
     sops = [layer.sops_per_image for layer in layers]
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True,
+    fig, (top, bottom) = _pyplot().subplots(2, 1, sharex=True,
                                       figsize=(max(5.0, 0.55 * len(layers) + 2.5), 6.4))
     top.bar(range(len(layers)), rates, color="#1f77b4")
     top.set_ylim(0, max([*rates, 0.01]) * 1.18)

@@ -1,8 +1,8 @@
 """Results are data: dataclass rows -> JSON / CSV / Markdown, written atomically, resumable.
 
-A :class:`ResultsFile` is one JSON document ``{"format", "config", "ann", "rows": [...]}`` rewritten
-atomically after every row, so an interrupted sweep loses at most the row it was running and a
-rerun skips the rows that are done.
+A :class:`ResultsFile` is one JSON document ``{"format", "config", "protocol", "ann", "rows",
+"extra"}`` rewritten atomically after every row, so an interrupted experiment loses at most the row
+it was running and a rerun skips the rows that are done.
 """
 
 from __future__ import annotations
@@ -12,30 +12,25 @@ import io
 import json
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from snncal.core.files import atomic_write_json, atomic_write_text, to_plain
+from snncal.app.paper import published
+from snncal.core.files import FileFormatError, atomic_write_json, atomic_write_text, to_plain
 
 __all__ = [
     "ResultsFile",
-    "SweepRow",
+    "Row",
     "accuracy_table",
     "markdown_table",
     "summarize",
+    "table9",
     "to_csv",
-    "to_plain",
     "write_csv",
-    "write_json",
 ]
 
-FORMAT = "snncal-results/1"
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` (dataclasses allowed) as indented JSON, atomically."""
-    return atomic_write_json(path, to_plain(obj))
+FORMAT = "snncal-results/2"
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -92,8 +87,8 @@ def _is_number(text: str) -> bool:
 
 
 @dataclass
-class SweepRow:
-    """One converted network evaluated at one T: the unit of a sweep."""
+class Row:
+    """One converted network evaluated at one T: the unit of an experiment."""
 
     method: str
     T: int
@@ -102,8 +97,11 @@ class SweepRow:
     test_images: int
     convert_seconds: float
     eval_seconds: float
+    agreement: float | None = None  # % of test images on which the SNN predicts the ANN's class
+    logit_mse: float | None = None  # mean squared distance of the SNN's logits from the ANN's
     calib_mse_before: float | None = None  # mean over layers of the rate MSE vs the ANN
     calib_mse_after: float | None = None
+    threads: int | None = None  # CPU threads: calibration sums depend on how they split the work
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -111,7 +109,7 @@ class SweepRow:
         return (self.method, self.T, self.seed)
 
 
-def summarize(rows: Iterable[SweepRow]) -> dict[tuple[str, int], tuple[float, float, int]]:
+def summarize(rows: Iterable[Row]) -> dict[tuple[str, int], tuple[float, float, int]]:
     """``(method, T) -> (mean acc, std acc, seeds)`` over seeds (std 0 for one seed)."""
     groups: dict[tuple[str, int], list[float]] = {}
     for r in rows:
@@ -122,8 +120,19 @@ def summarize(rows: Iterable[SweepRow]) -> dict[tuple[str, int], tuple[float, fl
     }
 
 
+def _cells(stats: dict, method: str, Ts: Sequence[int], digits: int) -> list[str]:
+    cells = []
+    for T in Ts:
+        if (method, T) not in stats:
+            cells.append("-")
+            continue
+        mean, std, n = stats[(method, T)]
+        cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}")
+    return cells
+
+
 def accuracy_table(
-    rows: Sequence[SweepRow],
+    rows: Sequence[Row],
     ann_acc: float | None,
     methods: Sequence[str] | None = None,
     Ts: Sequence[int] | None = None,
@@ -140,21 +149,38 @@ def accuracy_table(
     methods = list(methods or dict.fromkeys(r.method for r in rows))
     Ts = sorted(Ts or {r.T for r in rows})
     ann = "-" if ann_acc is None else f"{ann_acc:.{digits}f}"
+    body = [[m, *columns.values(), ann, *_cells(stats, m, Ts, digits)] for m in methods]
+    return markdown_table(["Method", *columns, "ANN", *(f"T={T}" for T in Ts)], body)
+
+
+def table9(
+    rows: Sequence[Row],
+    ann_acc: float | None,
+    methods: Sequence[str],
+    Ts: Sequence[int],
+    network: str | None,
+    columns: dict[str, str] | None = None,
+) -> str:
+    """:func:`accuracy_table` with, under each of our rows, the paper's published row for the same
+    network (Li et al. 2021, Table 9, CIFAR-10) when there is one; its last column is T >= 2048."""
+    columns = columns or {}
+    stats = summarize(rows)
+    Ts = sorted(Ts)
     body = []
     for m in methods:
-        cells = []
-        for T in Ts:
-            if (m, T) not in stats:
-                cells.append("-")
-                continue
-            mean, std, n = stats[(m, T)]
-            cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}")
-        body.append([m, *columns.values(), ann, *cells])
+        ann = "-" if ann_acc is None else f"{ann_acc:.2f}"
+        body.append([m, *columns.values(), ann, *_cells(stats, m, Ts, 2)])
+        paper = published(network, m)
+        if paper is not None:
+            ann, by_T = paper
+            cells = [by_T.get(min(T, 2048)) for T in Ts]
+            body.append([f"{m} (paper)", *("" for _ in columns), f"{ann:.2f}",
+                         *("-" if c is None else f"{c:.2f}" for c in cells)])
     return markdown_table(["Method", *columns, "ANN", *(f"T={T}" for T in Ts)], body)
 
 
 class ResultsFile:
-    """A resumable results file of :class:`SweepRow` s, rewritten atomically after each row.
+    """A resumable results file of :class:`Row` s, rewritten atomically after each row.
 
     The file holds ``config`` (everything the run was given), ``protocol``, ``ann`` (the ANN's
     accuracy), ``rows`` and ``extra`` (anything else: timings, firing rates, file names).
@@ -169,15 +195,24 @@ class ResultsFile:
     def __init__(self, path: str | Path, config: dict[str, Any], protocol: dict[str, Any]) -> None:
         self.path = Path(path)
         self.config, self.protocol = to_plain(config), to_plain(protocol)
-        self.rows: list[SweepRow] = []
+        self.rows: list[Row] = []
         self.ann: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
         if self.path.exists():
-            self._resume(json.loads(self.path.read_text()))
+            self._resume(self._read())
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            saved = json.loads(self.path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise FileFormatError(f"{self.path} is not a results file ({err}); delete it or use "
+                                  "another --out") from None
+        if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+            raise FileFormatError(f"{self.path} is not a snncal results file of format {FORMAT}; "
+                                  "delete it or use another --out")
+        return saved
 
     def _resume(self, saved: dict[str, Any]) -> None:
-        if saved.get("format") != FORMAT:
-            raise ValueError(f"{self.path} is not a snncal results file")
         old = saved.get("protocol", {})
         diff = sorted(k for k in set(old) | set(self.protocol) if old.get(k) != self.protocol.get(k))
         if diff:
@@ -186,7 +221,12 @@ class ResultsFile:
                 f"{self.path} holds results of another protocol ({detail}); "
                 "use another --out or delete the file"
             )
-        self.rows = [SweepRow(**r) for r in saved.get("rows", [])]
+        names = {f.name for f in fields(Row)}
+        try:
+            self.rows = [Row(**{k: v for k, v in r.items() if k in names}) for r in saved.get("rows", [])]
+        except (TypeError, AttributeError) as err:
+            raise FileFormatError(f"{self.path}: a row is damaged ({err}); delete the file or use "
+                                  "another --out") from None
         self.ann = saved.get("ann", {})
         self.extra = saved.get("extra", {})
 
@@ -194,7 +234,7 @@ class ResultsFile:
         """Whether the row ``(method, T, seed)`` is in the file."""
         return any(r.key == key for r in self.rows)
 
-    def add(self, row: SweepRow) -> None:
+    def add(self, row: Row) -> None:
         """Append ``row`` (replacing one with the same key) and rewrite the file."""
         self.rows = [r for r in self.rows if r.key != row.key] + [row]
         self.save()
@@ -211,7 +251,7 @@ class ResultsFile:
 
     def save(self) -> None:
         """Rewrite the file atomically."""
-        write_json(self.path, {
+        atomic_write_json(self.path, {
             "format": FORMAT, "config": self.config, "protocol": self.protocol, "ann": self.ann,
             "rows": self.rows, "extra": self.extra,
         })

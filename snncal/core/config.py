@@ -10,7 +10,7 @@ from snncal.core.engine import ENCODINGS, MAX_BATCH
 from snncal.core.neuron import RESETS
 from snncal.core.observers import RULES
 
-__all__ = ["ConvertConfig", "make_config"]
+__all__ = ["ConvertConfig", "check_float", "check_int", "make_config"]
 
 
 def _f(default: Any, help: str) -> Any:
@@ -59,14 +59,14 @@ class ConvertConfig:
         if not isinstance(self.method, str) or not self.method:
             raise ValueError(f"method must be a method name, got {self.method!r}")
         for name in ("T", "num_images", "batch_size", "max_batch", "weight_batch"):
-            _check_int(name, getattr(self, name), low=1)
-        _check_int("weight_iters", self.weight_iters, low=0)
-        _check_int("hybrid_epochs", self.hybrid_epochs, low=0)
-        _check_int("seed", self.seed, low=None)
-        _check_float("percentile", self.percentile, 0.0, 100.0, open_low=True)
-        _check_float("weight_lr", self.weight_lr, 0.0, math.inf, open_low=True)
-        _check_float("hybrid_lr", self.hybrid_lr, 0.0, math.inf, open_low=True)
-        _check_float("cache_gb", self.cache_gb, 0.0, math.inf)
+            check_int(name, getattr(self, name), low=1)
+        check_int("weight_iters", self.weight_iters, low=0)
+        check_int("hybrid_epochs", self.hybrid_epochs, low=0)
+        check_int("seed", self.seed, low=None)
+        check_float("percentile", self.percentile, 0.0, 100.0, open_low=True)
+        check_float("weight_lr", self.weight_lr, 0.0, math.inf, open_low=True)
+        check_float("hybrid_lr", self.hybrid_lr, 0.0, math.inf, open_low=True)
+        check_float("cache_gb", self.cache_gb, 0.0, math.inf)
         for name in ("per_channel", "convert_avgpool", "maxpool_to_avgpool"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -76,14 +76,16 @@ class ConvertConfig:
         return asdict(self)
 
 
-def _check_int(name: str, value: Any, low: int | None) -> None:
+def check_int(name: str, value: Any, low: int | None) -> None:
+    """A ValueError unless ``value`` is an integer (not a bool) of at least ``low``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if low is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
-def _check_float(name: str, value: Any, low: float, high: float, open_low: bool = False) -> None:
+def check_float(name: str, value: Any, low: float, high: float, open_low: bool = False) -> None:
+    """A ValueError unless ``value`` is a finite number in ``[low, high]`` (``(low, high]``)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < low or value > high or (open_low and value == low):
         bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"

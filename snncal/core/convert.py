@@ -26,6 +26,7 @@ from snncal.core.config import ConvertConfig, make_config
 from snncal.core.engine import SpikingNetwork
 from snncal.core.graph import is_activation
 from snncal.core.neuron import IFNeuron
+from snncal.core.subsets import random_indices
 
 __all__ = [
     "calibrate", "calibration_images", "calibration_set", "convert", "observe", "prepare", "to_spiking",
@@ -49,13 +50,11 @@ def calibration_set(data: CalibData, num_images: int, seed: int = 0) -> tuple[Te
     iterable of ``x`` or ``(x, y)``) is read in its own order. Non-finite values raise a
     ValueError: one NaN pixel would silently spoil every threshold after it.
     """
-    gen = torch.Generator().manual_seed(seed)
     if isinstance(data, Tensor):
-        idx = torch.randperm(len(data), generator=gen)[:num_images] if len(data) > num_images else None
+        idx = random_indices(len(data), num_images, seed) if len(data) > num_images else None
         items = [(data if idx is None else data[idx], None)]
     elif isinstance(data, Dataset) and hasattr(data, "__len__"):
-        idx = torch.randperm(len(data), generator=gen)[:num_images].tolist()
-        items = [_pair(data[i], batched=False) for i in idx]
+        items = [_pair(data[i], batched=False) for i in random_indices(len(data), num_images, seed)]
     else:
         items, count = [], 0
         for item in data:

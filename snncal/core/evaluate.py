@@ -1,20 +1,49 @@
-"""Metrics of a network: accuracy of an ANN, or of an SNN at every T from one simulation per batch;
-per-layer firing rates."""
+"""The evaluation layer: metrics of a network, as dataclasses.
+
+Accuracy of an ANN, or of an SNN at every T of a list from one simulation per batch, with its
+agreement and logit error against the ANN; per-layer firing rates (``snncal.stats`` adds synaptic
+operations and energy).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from snncal.core.engine import SpikingNetwork, simulate
 
-__all__ = ["DEFAULT_TS", "LayerRate", "evaluate", "firing_rates", "input_batches"]
+__all__ = ["DEFAULT_TS", "Evaluation", "LayerRate", "evaluate", "firing_rates", "input_batches"]
 
 DEFAULT_TS = (16, 32, 64, 128, 256)
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation measured on ``images`` test images (accuracies and agreement in %).
+
+    Attributes:
+        images: how many images were evaluated.
+        snn: the SNN's top-1 accuracy at each T, from one simulation of the largest T.
+        ann: the ANN's top-1 accuracy (given an ANN).
+        agreement: at each T, how often the SNN predicts the class the ANN predicts.
+        logit_mse: at each T, the mean over images of ``sum_k (SNN_k - ANN_k)^2``: it moves by far
+            less than accuracy with float rounding, so it compares calibration settings best.
+        ann_top5: the ANN's top-5 accuracy.
+        ann_loss: the ANN's mean cross-entropy.
+    """
+
+    images: int
+    snn: dict[int, float] = field(default_factory=dict)
+    ann: float | None = None
+    agreement: dict[int, float] = field(default_factory=dict)
+    logit_mse: dict[int, float] = field(default_factory=dict)
+    ann_top5: float | None = None
+    ann_loss: float | None = None
 
 
 @torch.no_grad()
@@ -23,30 +52,74 @@ def evaluate(
     loader: Iterable,
     T: Sequence[int] = DEFAULT_TS,
     *,
+    ann: nn.Module | None = None,
     device: torch.device | str | None = None,
+    amp: bool = False,
     progress: bool = False,
-) -> dict:
-    """Top-1 accuracy in percent: ``{"ann": acc}`` for an ANN, ``{T: acc, ...}`` for an SNN.
+) -> Evaluation:
+    """Evaluate an SNN at every T of ``T`` (one simulation of the largest per batch), or an ANN.
 
-    An SNN is simulated once per batch for ``max(T)`` steps; the running averages give every
-    smaller ``T`` of the list at no extra cost.
+    Args:
+        model: a :class:`SpikingNetwork`, or an ANN (any classifier).
+        loader: batches of ``(x, y)``.
+        T: simulation lengths of an SNN.
+        ann: with an SNN, its ANN: its accuracy, and the SNN's agreement and logit error against it,
+            on the same images.
+        device: where to run (default: the model's).
+        amp: bfloat16 autocast for an ANN (on CUDA).
+        progress: a progress bar over batches.
+
+    The models are put in eval mode for the evaluation and given back in the mode they came in.
     """
     spiking = isinstance(model, SpikingNetwork)
-    device = device or next(iter(model.buffers()), next(iter(model.parameters()), None)).device
+    reference = ann if spiking else model
+    device = torch.device(device) if device is not None else _device(model)
     Ts = sorted(set(T)) if spiking else []
-    correct = torch.zeros(len(Ts) if spiking else 1, dtype=torch.long)
+    if any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in Ts):
+        raise ValueError(f"every T must be an integer >= 1, got {list(T)}")
+    modes = [(m, m.training) for m in (model, reference) if m is not None]
+    for m, _ in modes:
+        m.eval()
+    sums = torch.zeros(3, len(Ts), dtype=torch.float64)  # correct, agreeing, squared logit error
+    ann_sums = torch.zeros(3, dtype=torch.float64)  # top-1, top-5, cross-entropy
     total = 0
-    for x, y in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        x, y = x.to(device), y.to(device)
-        if spiking:
-            steps = model.simulate(x, T=Ts[-1], every_step=True)  # [T, N, classes]
-            pred = steps[torch.tensor(Ts, device=device) - 1].argmax(-1)
-        else:
-            pred = model.eval()(x).argmax(-1)[None]
-        correct += (pred == y).sum(-1).cpu()
-        total += len(y)
-    acc = (100.0 * correct.double() / max(total, 1)).tolist()
-    return dict(zip(Ts, acc, strict=True)) if spiking else {"ann": acc[0]}
+    try:
+        for x, y in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            ref = None
+            if reference is not None:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    ref = reference(x).float()
+                top = ref.topk(min(5, ref.shape[1]), 1).indices
+                ann_sums += torch.stack([(top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum(),
+                                         F.cross_entropy(ref, y, reduction="sum")]).double().cpu()
+            if spiking:
+                out = model.simulate(x, T=Ts[-1], every_step=True)[torch.tensor(Ts, device=device) - 1]
+                pred = out.argmax(-1)  # [len(Ts), N]
+                sums[0] += (pred == y).sum(-1).double().cpu()
+                if ref is not None:
+                    sums[1] += (pred == ref.argmax(-1)).sum(-1).double().cpu()
+                    sums[2] += ((out - ref) ** 2).sum((1, 2)).double().cpu()
+            total += len(y)
+    finally:
+        for m, training in modes:
+            m.train(training)
+    n = max(total, 1)
+    result = Evaluation(total)
+    if reference is not None:
+        result.ann, result.ann_top5 = (100 * ann_sums[:2] / n).tolist()
+        result.ann_loss = float(ann_sums[2] / n)
+    if spiking:
+        result.snn = dict(zip(Ts, (100 * sums[0] / n).tolist(), strict=True))
+        if reference is not None:
+            result.agreement = dict(zip(Ts, (100 * sums[1] / n).tolist(), strict=True))
+            result.logit_mse = dict(zip(Ts, (sums[2] / n).tolist(), strict=True))
+    return result
+
+
+def _device(model: nn.Module) -> torch.device:
+    first = next(iter(model.buffers()), next(iter(model.parameters()), None))
+    return first.device if first is not None else torch.device("cpu")
 
 
 @dataclass
@@ -82,8 +155,8 @@ def firing_rates(
     Returns:
         One :class:`LayerRate` per neuron layer, in graph order.
     """
-    T = T or snn.T
-    device = next(iter(snn.buffers())).device
+    T = snn.T if T is None else T
+    device = _device(snn)
     counts: dict[str, Tensor] = {}
     seen = 0
     for x in input_batches(data, max_images):

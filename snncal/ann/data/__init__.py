@@ -1,10 +1,9 @@
-"""Data sets, the paper's transforms and seeded calibration subsets."""
+"""Data sets and the paper's transforms."""
 
 from snncal.ann.data.datasets import (
     DATASETS,
     DatasetInfo,
     build_dataset,
-    calibration_subset,
     dataset_info,
 )
 from snncal.ann.data.idx import read_idx
@@ -19,7 +18,6 @@ __all__ = [
     "TensorImageDataset",
     "build_dataset",
     "build_transform",
-    "calibration_subset",
     "dataset_info",
     "default_cache_dir",
     "load_image_folder",

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from snncal.ann.data.idx import read_idx
 from snncal.ann.data.tensor import TensorImageDataset, load_image_folder
 from snncal.ann.data.transforms import build_transform
 
-__all__ = ["DATASETS", "DatasetInfo", "build_dataset", "calibration_subset", "dataset_info"]
+__all__ = ["DATASETS", "DatasetInfo", "build_dataset", "dataset_info"]
 
 log = logging.getLogger("snncal")
 
@@ -168,13 +168,3 @@ def _imagenet(root: Path, split: str, transform) -> Dataset:
             "download ILSVRC2012 from image-net.org and sort val/ into class folders",
         )
     return tvd.ImageFolder(str(folder), transform=transform)
-
-
-def calibration_subset(dataset: Dataset, n: int = 1024, seed: int = 0) -> Subset:
-    """``n`` distinct samples drawn with a seeded generator: same seed, same images (sorted)."""
-    if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
-    total = len(dataset)  # type: ignore[arg-type]
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(total, generator=g)[: min(n, total)].sort().values
-    return Subset(dataset, idx.tolist())
