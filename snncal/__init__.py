@@ -9,6 +9,7 @@ from snncal.core.config import ConvertConfig
 from snncal.core.convert import convert
 from snncal.core.engine import SpikingNetwork, simulate
 from snncal.core.evaluate import evaluate
+from snncal.core.export import load, save
 from snncal.core.graph import ConversionError
 from snncal.core.neuron import IFNeuron, clip_floor
 
@@ -20,6 +21,8 @@ __all__ = [
     "clip_floor",
     "convert",
     "evaluate",
+    "load",
+    "save",
     "simulate",
 ]
 __version__ = "0.1.0"

@@ -215,7 +215,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """Convert and calibrate an ANN checkpoint; save the SNN (safetensors + JSON)."""
     from snncal.app.report import calibration_table
     from snncal.core.convert import convert
-    from snncal.core.export import save_snn
+    from snncal.core.export import save
 
     cfg = _convert_config(args, seed=args.seed)  # bad options fail before anything loads
     device = _device(args.device)
@@ -225,7 +225,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     snn = convert(model, calib, cfg)
     seconds = time.perf_counter() - t0
     out = Path(args.out)
-    path = save_snn(out / "snn", snn, meta, cfg, input_shape=list(calib[0][0].shape), extra={
+    path = save(snn, out / "snn", meta={
+        "ann": meta, "config": cfg.to_dict(), "input_shape": list(calib[0][0].shape),
         "ann_checkpoint": str(Path(args.checkpoint).resolve()), "dataset": name, "convert_seconds": seconds,
         "command": _config(args),
     })
@@ -243,13 +244,13 @@ def _evaluation_inputs(args: argparse.Namespace, device: torch.device) -> tuple:
     Without ``--checkpoint``, the ANN is the one the SNN was converted from, if its file is still there.
     """
     from snncal.ann.data import build_dataset
-    from snncal.core.export import load_snn, read_snn_meta
+    from snncal.core.export import load, read_meta
     from snncal.core.files import checkpoint_paths
 
     if not (args.snn or args.checkpoint):
         raise ValueError("give --snn (an SNN from `snncal convert`) and/or --checkpoint (an ANN)")
-    snn = load_snn(args.snn, device) if args.snn else None
-    snn_meta = read_snn_meta(args.snn) if args.snn else {}
+    snn = load(args.snn, device) if args.snn else None
+    snn_meta = read_meta(args.snn)["meta"] if args.snn else {}
     ann_path = args.checkpoint or snn_meta.get("ann_checkpoint")
     if ann_path and not args.checkpoint and not checkpoint_paths(ann_path)[0].exists():
         ann_path = None  # the SNN's ANN has moved: report the SNN only

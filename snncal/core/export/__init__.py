@@ -1,5 +1,5 @@
-"""Export a converted network: safetensors + JSON checkpoints (NIR to come)."""
+"""Export a converted network: self-describing SNN files (safetensors + JSON), NIR to come."""
 
-from snncal.core.export.checkpoint import FORMAT, load_snn, read_snn_meta, save_snn
+from snncal.core.export.checkpoint import FORMAT, load, read_meta, save
 
-__all__ = ["FORMAT", "load_snn", "read_snn_meta", "save_snn"]
+__all__ = ["FORMAT", "load", "read_meta", "save"]
