@@ -9,6 +9,7 @@ from snncal.core.config import ConvertConfig
 from snncal.core.convert import calibrate, convert, observe, prepare, to_spiking
 from snncal.core.engine import SpikingNetwork, simulate
 from snncal.core.evaluate import evaluate
+from snncal.core.export import load, save
 from snncal.core.export.nir import export_nir
 from snncal.core.graph import ConversionError
 from snncal.core.neuron import IFNeuron, clip_floor
@@ -26,8 +27,10 @@ __all__ = [
     "convert",
     "evaluate",
     "export_nir",
+    "load",
     "observe",
     "prepare",
+    "save",
     "simulate",
     "stats",
     "to_spiking",

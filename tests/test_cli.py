@@ -16,7 +16,7 @@ from PIL import Image
 import snncal.ann.data.datasets as ds
 import snncal.app.experiment as experiments
 from snncal.app.cli import main
-from snncal.core.export import load_snn
+from snncal.core.export import load
 
 FAST = ["--threads", "1", "--no-progress"]
 
@@ -79,10 +79,10 @@ def test_convert_then_evaluate(ann, fmnist, tmp_path, capsys) -> None:
     text = capsys.readouterr().out
     assert "method=light, T=8" in text
     assert text.count("| net.features.") == 3  # one calibration row per IF layer
-    meta = json.loads((out / "snn.json").read_text())
+    meta = json.loads((out / "snn.json").read_text())["meta"]
     assert meta["config"]["method"] == "light" and meta["config"]["per_channel"] is True
     assert meta["command"]["seed"] == 0 and meta["input_shape"] == [1, 28, 28]
-    snn = load_snn(out / "snn")
+    snn = load(out / "snn")
     assert snn.T == 8 and len(snn.neurons()) == 3
 
     ev = tmp_path / "eval"

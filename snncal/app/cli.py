@@ -122,7 +122,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from snncal.app.report import calibration_table
     from snncal.app.runtime import splits
     from snncal.core.convert import convert
-    from snncal.core.export import save_snn
+    from snncal.core.export import save
 
     cfg = from_args(ConvertConfig, args)
     dev = _setup(args)
@@ -132,7 +132,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     snn = convert(model, calib, cfg, progress=args.progress)
     seconds = time.perf_counter() - t0
     out = Path(args.out)
-    path = save_snn(out / "snn", snn, meta, cfg, input_shape=list(calib[0][0].shape), extra={
+    path = save(snn, out / "snn", meta={
+        "ann": meta, "config": cfg.to_dict(), "input_shape": list(calib[0][0].shape),
         "ann_checkpoint": str(Path(args.checkpoint).resolve()), "dataset": name,
         "convert_seconds": seconds, "command": _echo(args),
     })
@@ -148,13 +149,13 @@ def _evaluation_inputs(args: argparse.Namespace, dev: Any) -> tuple:
     """(SNN or None, ANN or None, data set name, test split) for ``evaluate``; without
     ``--checkpoint`` the ANN is the one the SNN was converted from, if its file is still there."""
     from snncal.app.runtime import evaluation_split
-    from snncal.core.export import load_snn, read_snn_meta
+    from snncal.core.export import load, read_meta
     from snncal.core.files import checkpoint_paths
 
     if not (args.snn or args.checkpoint):
         raise ValueError("give --snn (an SNN from `snncal convert`) and/or --checkpoint (an ANN)")
-    snn_meta = read_snn_meta(args.snn) if args.snn else {}
-    snn = load_snn(args.snn, dev) if args.snn else None
+    snn_meta = read_meta(args.snn)["meta"] if args.snn else {}
+    snn = load(args.snn, dev) if args.snn else None
     ann_path = args.checkpoint or snn_meta.get("ann_checkpoint")
     if ann_path and not args.checkpoint and not checkpoint_paths(ann_path)[0].exists():
         ann_path = None  # the SNN's ANN has moved: report the SNN only
@@ -263,10 +264,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a saved SNN to NIR (the neuromorphic intermediate representation)."""
-    from snncal.core.export import export_nir, load_snn, read_snn_meta
+    from snncal.core.export import export_nir, load, read_meta
 
-    snn = load_snn(args.snn)
-    export_nir(snn, args.nir, input_shape=read_snn_meta(args.snn).get("input_shape"))
+    snn = load(args.snn)
+    export_nir(snn, args.nir, input_shape=read_meta(args.snn)["meta"].get("input_shape"))
     _say(f"wrote {args.nir} (what a NIR consumer must know: docs/interop.md)")
     return 0
 

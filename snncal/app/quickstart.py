@@ -106,7 +106,7 @@ def run_quickstart(
     from snncal.ann.checkpoint import load_checkpoint
     from snncal.app import plots
     from snncal.app.runtime import set_threads, splits
-    from snncal.core.export import save_snn
+    from snncal.core.export import save
 
     out = Path(cfg.out)
     set_threads(cfg.threads)
@@ -134,10 +134,10 @@ def run_quickstart(
     t2 = time.perf_counter()
     rate_cfg = make_config(base, method="advanced", T=cfg.rate_T, seed=cfg.seed)
     snn = convert(model, calib, rate_cfg)
-    snn_path = save_snn(
-        out / f"snn_advanced_T{cfg.rate_T}", snn, meta, rate_cfg, input_shape=list(test[0][0].shape),
-        extra={"ann_checkpoint": str((out / "ann" / "last").resolve()), "dataset": cfg.dataset},
-    )
+    snn_path = save(snn, out / f"snn_advanced_T{cfg.rate_T}", meta={
+        "ann": meta, "config": rate_cfg.to_dict(), "input_shape": list(test[0][0].shape),
+        "ann_checkpoint": str((out / "ann" / "last").resolve()), "dataset": cfg.dataset,
+    })
     rates = firing_rates(snn, experiment.loader, max_images=cfg.rate_images)
     seconds["rates"] = time.perf_counter() - t2
 

@@ -3,16 +3,20 @@
 A checkpoint named ``PATH`` is two files:
 
 * ``PATH.safetensors``: tensors only (never pickled code), with the metadata embedded as JSON in
-  the safetensors header (key ``"snncal"``), so the one file is self-contained;
+  the safetensors header (key ``"snncal"``), so the one file is self-contained, and a SHA-256
+  digest of the rest of the header and of the tensor data (key ``"sha256"``);
 * ``PATH.json``: the same metadata, pretty-printed, for people and tools.
 
 Both are written atomically. Reading checks everything a damaged or foreign file can get wrong and
-raises :class:`FileFormatError`, one line that names the file and the problem.
+raises :class:`FileFormatError`, one line that names the file and the problem: a truncated file, a
+corrupt header, and (through the digest) any flipped bit. Files written before the digest existed
+are read without that check.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -21,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -38,6 +41,7 @@ __all__ = [
 ]
 
 _META_KEY = "snncal"
+_DIGEST_KEY = "sha256"
 
 
 class FileFormatError(ValueError):
@@ -117,10 +121,26 @@ def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict
     """
     meta = to_plain(meta)
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    header = {_META_KEY: json.dumps(meta, sort_keys=True)}
+    draft = st_save(tensors, metadata=header)  # the same tensor bytes and offsets, without the digest
+    size = int.from_bytes(draft[:8], "little")
+    digest = _digest(json.loads(draft[8 : 8 + size]), memoryview(draft)[8 + size :])
     weights, sidecar = checkpoint_paths(path)
-    atomic_write_bytes(weights, st_save(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)}))
+    atomic_write_bytes(weights, st_save(tensors, metadata={**header, _DIGEST_KEY: digest}))
     atomic_write_json(sidecar, meta)
     return weights
+
+
+def _digest(header: dict[str, Any], body: memoryview) -> str:
+    """SHA-256 of a safetensors header (canonical JSON, without the digest) and of its tensor bytes."""
+    header = {**header, "__metadata__": {
+        k: v for k, v in header.get("__metadata__", {}).items() if k != _DIGEST_KEY
+    }}
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    digest = hashlib.sha256(canonical)
+    digest.update(b"\0")
+    digest.update(body)
+    return digest.hexdigest()
 
 
 def _open(path: str | Path) -> tuple[Path, bytes]:
@@ -130,8 +150,8 @@ def _open(path: str | Path) -> tuple[Path, bytes]:
     return weights, weights.read_bytes()
 
 
-def _header(weights: Path, data: bytes) -> dict[str, Any]:
-    """The snncal metadata of the safetensors bytes ``data``, checked without loading tensors."""
+def _parse_header(weights: Path, data: bytes) -> tuple[dict[str, Any], int]:
+    """The raw safetensors header of ``data`` (a JSON object) and its length in bytes."""
     if len(data) < 8:
         raise FileFormatError(f"{weights}: not a safetensors file ({len(data)} bytes, truncated?)")
     size = int.from_bytes(data[:8], "little")
@@ -139,19 +159,40 @@ def _header(weights: Path, data: bytes) -> dict[str, Any]:
         raise FileFormatError(f"{weights}: truncated or not a safetensors file (header of {size} bytes "
                               f"in a file of {len(data)})")
     try:
-        header = json.loads(data[8 : 8 + size])
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        header = json.loads(data[8 : 8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise FileFormatError(f"{weights}: corrupt safetensors header ({err})") from None
-    text = (header.get("__metadata__") or {}).get(_META_KEY) if isinstance(header, dict) else None
+    if not isinstance(header, dict) or not isinstance(header.get("__metadata__", {}), dict):
+        raise FileFormatError(f"{weights}: corrupt safetensors header (not a JSON object of tensors)")
+    return header, size
+
+
+def _header(weights: Path, data: bytes) -> dict[str, Any]:
+    """The snncal metadata of the safetensors bytes ``data``, checked against the file's digest."""
+    header, size = _parse_header(weights, data)
+    extra = header.get("__metadata__", {})
+    text = extra.get(_META_KEY)
     if text is None:
         raise FileFormatError(f"{weights} has no snncal metadata; was it written by snncal?")
+    unknown = sorted(set(extra) - {_META_KEY, _DIGEST_KEY})
+    if unknown:
+        raise FileFormatError(f"{weights}: unknown header metadata {unknown[:3]} (corrupt file?)")
+    if _DIGEST_KEY in extra and extra[_DIGEST_KEY] != _checked_digest(weights, header, data, size):
+        raise FileFormatError(f"{weights}: corrupt file (its SHA-256 digest does not match its contents)")
     try:
         meta = json.loads(text)
-    except (TypeError, json.JSONDecodeError) as err:
+    except (TypeError, json.JSONDecodeError, RecursionError) as err:
         raise FileFormatError(f"{weights}: corrupt snncal metadata ({err})") from None
     if not isinstance(meta, dict):
         raise FileFormatError(f"{weights}: snncal metadata is {type(meta).__name__}, not an object")
     return meta
+
+
+def _checked_digest(weights: Path, header: dict[str, Any], data: bytes, size: int) -> str:
+    try:
+        return _digest(header, memoryview(data)[8 + size :])
+    except RecursionError:  # a header nested just below the parser's limit
+        raise FileFormatError(f"{weights}: corrupt safetensors header (nested too deeply)") from None
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -166,6 +207,6 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     meta = _header(weights, data)
     try:
         tensors = st_load(data)
-    except (SafetensorError, ValueError, RuntimeError, OverflowError) as err:
-        raise FileFormatError(f"{weights}: corrupt tensor data ({err})") from None
+    except Exception as err:  # the parser's errors are not documented: any of them is a corrupt file
+        raise FileFormatError(f"{weights}: corrupt tensor data ({type(err).__name__}: {err})") from None
     return tensors, meta

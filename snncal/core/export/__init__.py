@@ -1,6 +1,6 @@
-"""Export a converted network: safetensors + JSON checkpoints, and NIR graphs."""
+"""Export a converted network: self-describing SNN files (safetensors + JSON), and NIR graphs."""
 
-from snncal.core.export.checkpoint import FORMAT, load_snn, read_snn_meta, save_snn
+from snncal.core.export.checkpoint import FORMAT, load, read_meta, save
 from snncal.core.export.nir import export_nir
 
-__all__ = ["FORMAT", "export_nir", "load_snn", "read_snn_meta", "save_snn"]
+__all__ = ["FORMAT", "export_nir", "load", "read_meta", "save"]

@@ -1,151 +1,213 @@
-"""Spiking-network checkpoints: safetensors weights + JSON metadata, written atomically.
+"""Spiking-network files: any converted SNN, saved as tensors + a self-describing JSON graph.
 
-An SNN checkpoint named ``PATH`` is two files, like an ANN checkpoint of :mod:`snncal.ann.checkpoint`:
+An SNN file named ``PATH`` is the safetensors + JSON pair of :mod:`snncal.core.files`:
 
-* ``PATH.safetensors``: ``snn.state_dict()`` (folded and calibrated weights, neuron ``threshold``
-  and ``v0`` buffers), with the metadata embedded as JSON in the header (key ``"snncal"``);
-* ``PATH.json``: the same metadata, pretty-printed.
+* ``PATH.safetensors``: every tensor the graph reads (folded and calibrated weights, neuron
+  ``threshold`` and ``v0``, buffers such as an input normalisation), under the names of
+  ``snn.state_dict()``, with the metadata embedded in the header;
+* ``PATH.json``: the same metadata, for people.
 
-The metadata holds ``ann`` (the ANN's architecture metadata, as in an ANN checkpoint: ``arch``,
-``num_classes``, ``width``, ``model_kwargs``, ``normalize``, ...), ``config`` (the
-:class:`~snncal.ConvertConfig`), ``input_shape`` (one example input without the batch dimension)
-and ``calibration`` (the :class:`~snncal.core.calibrate.CalibrationReport`). :func:`load_snn` rebuilds
-the graph from the model registry and loads the tensors, so no pickled code is involved.
+The metadata is plain data (format ``snncal-snn/2``)::
+
+    {"format": "snncal-snn/2",
+     "snn": {"T": 32, "encoding": "direct", "max_batch": 64},
+     "graph": {"nodes": [...], "modules": {...}, "attributes": {...}},   # see graph_data
+     "calibration": {...} or null,                                       # the CalibrationReport
+     "meta": {...}}                                                      # the caller's own data
+
+:func:`load` rebuilds the network from that data alone: no pickled code, no model class, no
+registry, so a network converted from a user's own model loads in any process, and gives
+bit-identical outputs. Every problem with a file raises one
+:class:`~snncal.core.files.FileFormatError` that names the file.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-from collections.abc import Sequence
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor
 
-from snncal.ann.checkpoint import model_from_meta  # TODO(#16): graph stored as data, no registry
 from snncal.core.calibrate import CalibrationReport, LayerReport
-from snncal.core.config import ConvertConfig, make_config
-from snncal.core.convert import to_spiking
-from snncal.core.engine import SpikingNetwork
-from snncal.core.files import checkpoint_paths, read_meta, read_tensors, to_plain, write_tensors
-from snncal.core.graph import prepare
+from snncal.core.engine import ENCODINGS, SpikingNetwork
+from snncal.core.export.graph_data import build_graph, graph_data
+from snncal.core.files import FileFormatError, checkpoint_paths, read_tensors, to_plain, write_tensors
+from snncal.core.files import read_meta as read_file_meta
 
-__all__ = ["FORMAT", "load_snn", "read_snn_meta", "save_snn"]
+__all__ = ["FORMAT", "load", "read_meta", "save"]
 
 log = logging.getLogger("snncal")
 
-FORMAT = "snncal-snn/1"
-_SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_KIND, _VERSION = "snncal-snn", 2
+FORMAT = f"{_KIND}/{_VERSION}"
+_PREFIX = "graph."  # tensors are named as in SpikingNetwork.state_dict()
 
 
-def save_snn(
-    path: str | Path,
-    snn: SpikingNetwork,
-    ann_meta: dict[str, Any],
-    config: ConvertConfig,
-    input_shape: Sequence[int] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Path:
+def save(snn: SpikingNetwork, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Save ``snn`` atomically as ``PATH.safetensors`` + ``PATH.json``; returns the weights path.
 
     Args:
-        path: checkpoint name, with or without a ``.safetensors`` / ``.json`` suffix.
-        snn: the converted network.
-        ann_meta: metadata of the ANN it came from (``arch`` is required; see :mod:`snncal.ann.checkpoint`).
-        config: the conversion configuration that produced ``snn``.
-        input_shape: one input without the batch dimension, e.g. ``[3, 32, 32]``; default: the
-            ANN meta's ``input_size``.
-        extra: more JSON-ready metadata (accuracies, the ANN checkpoint path, ...).
+        snn: a network from :func:`snncal.convert` (any model it accepts).
+        path: file name, with or without a ``.safetensors`` / ``.json`` suffix.
+        meta: the caller's JSON-ready data (configuration, data set, input shape, ...), stored
+            under ``"meta"``.
+
+    Raises:
+        ValueError: ``meta`` is not JSON-ready, or the graph holds something a file cannot.
     """
-    if "arch" not in ann_meta:
-        raise ValueError("ann_meta needs an 'arch' entry (a snncal.ann.models name)")
-    shape = input_shape if input_shape is not None else ann_meta.get("input_size")
-    if shape is None:
-        raise ValueError("give input_shape (or an 'input_size' entry in ann_meta)")
-    meta = {
+    data, tensors = graph_data(snn.graph)
+    header = {
         "format": FORMAT,
-        "ann": to_plain(ann_meta),
-        "config": config.to_dict(),
-        "input_shape": [int(s) for s in shape],
-        "T": snn.T,
-        "encoding": snn.encoding,
-        "calibration": to_plain(snn.calibration) if snn.calibration is not None else None,
-        **to_plain(extra or {}),
+        "snn": {"T": snn.T, "encoding": snn.encoding, "max_batch": snn.max_batch},
+        "graph": data,
+        "calibration": _report_data(snn.calibration),
+        "meta": _json_ready(meta or {}),
     }
-    return write_tensors(path, snn.state_dict(), meta)
+    return write_tensors(path, {_PREFIX + k: v for k, v in tensors.items()}, header)
 
 
-def read_snn_meta(path: str | Path) -> dict[str, Any]:
-    """The metadata of an SNN checkpoint (from the safetensors header)."""
-    meta = read_meta(path)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an SNN checkpoint (format {meta.get('format')!r})")
+def _json_ready(meta: dict[str, Any]) -> dict[str, Any]:
+    plain = to_plain(meta)
+    try:
+        json.dumps(plain)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"meta must be JSON-ready: {err}") from None
+    return plain
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of the SNN file at ``path`` (format, settings, graph, calibration, ``meta``)."""
+    meta = read_file_meta(path)
+    _check_format(checkpoint_paths(path)[0], meta)
     return meta
 
 
-def _report(data: dict[str, Any] | None) -> CalibrationReport | None:
-    if data is None:
-        return None
-    layers = [
-        LayerReport(**{**d, "weight_loss": tuple(d["weight_loss"]) if d.get("weight_loss") else None})
-        for d in data.get("layers", [])
-    ]
-    return CalibrationReport(**{**data, "steps": tuple(data["steps"]), "layers": layers})
+def load(path: str | Path, device: str | torch.device = "cpu") -> SpikingNetwork:
+    """The :class:`SpikingNetwork` saved at ``path``, in eval mode on ``device``.
 
-
-def _match_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Shape ``graph``'s buffers like ``state``: neuron thresholds / potentials and added biases.
-
-    Per-channel thresholds and element-wise initial potentials change a buffer's shape; bias
-    correction gives a bias to a conv / linear that had none.
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        FileFormatError: the file is damaged, of another kind or a newer format, or describes
+            something this version cannot build (an unknown op or module type, a tensor of the
+            wrong shape, a node that refers to a missing one, bad settings).
     """
-    for key, value in state.items():
-        owner, _, name = key.rpartition(".")
-        try:
-            sub = module.get_submodule(owner)
-        except AttributeError:
-            continue  # reported by load_state_dict
-        if name in sub._buffers and sub._buffers[name].shape != value.shape:
-            setattr(sub, name, torch.empty_like(value))
-        elif name == "bias" and isinstance(sub, _SYNAPSES) and sub.bias is None:
-            sub.bias = nn.Parameter(torch.empty_like(value))
-
-
-def load_snn(path: str | Path, device: str | torch.device = "cpu") -> SpikingNetwork:
-    """Rebuild the :class:`SpikingNetwork` saved by :func:`save_snn` at ``path``.
-
-    The ANN architecture comes from the registry; its trace is rewritten exactly as at conversion
-    time (same ``prepare`` options), neurons get placeholder thresholds, and the saved tensors
-    (weights, thresholds, initial potentials) are loaded over them.
-    """
-    state, meta = read_tensors(path)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an SNN checkpoint (format {meta.get('format')!r})")
-    weights, _ = checkpoint_paths(path)
-    cfg = make_config(None, **meta["config"])
-    example = torch.zeros(2, *meta["input_shape"])
-    gm = prepare(
-        model_from_meta(meta["ann"]), example, maxpool_to_avgpool=cfg.maxpool_to_avgpool,
-        convert_avgpool=cfg.convert_avgpool,
-    )
-    placeholders = _placeholder_thresholds(gm)
-    graph = to_spiking(gm, cfg, placeholders).graph
-    snn = SpikingNetwork(graph, meta.get("T", cfg.T), meta.get("encoding", cfg.encoding), cfg.max_batch)
-    _match_state(snn, state)
-    missing, unexpected = snn.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{weights} does not match arch {meta['ann']['arch']!r}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
-    snn.calibration = _report(meta.get("calibration"))
-    log.info("loaded SNN %s (%s, T=%d, %d neurons)", weights, meta["ann"]["arch"], snn.T, len(snn.neurons()))
+    tensors, meta = read_tensors(path)
+    weights = checkpoint_paths(path)[0]
+    _check_format(weights, meta)
+    try:
+        T, encoding, max_batch = _settings(meta.get("snn"))
+        graph = build_graph(meta.get("graph"), _graph_tensors(tensors))
+        report = _report(meta.get("calibration"))
+    except FileFormatError as err:
+        raise FileFormatError(f"{weights}: {err}") from None
+    except RecursionError:
+        raise FileFormatError(f"{weights}: metadata nested too deeply") from None
+    snn = SpikingNetwork(graph, T, encoding, max_batch)
+    snn.calibration = report
+    log.info("loaded SNN %s (T=%d, %d neurons)", weights, T, len(snn.neurons()))
     return snn.to(device).eval()
 
 
-def _placeholder_thresholds(gm: nn.Module) -> dict[str, torch.Tensor]:
-    """A threshold of 1 for every activation of a prepared graph."""
-    from snncal.core.graph import is_activation
+def _check_format(weights: Path, meta: dict[str, Any]) -> None:
+    """Accept this format; name what a file of another kind or version is."""
+    fmt = meta.get("format")
+    kind, _, version = fmt.partition("/") if isinstance(fmt, str) else ("", "", "")
+    if kind != _KIND or not version.isdigit():
+        raise FileFormatError(f"{weights} is not an SNN checkpoint (format {fmt!r})")
+    if int(version) > _VERSION:
+        raise FileFormatError(f"{weights} has format {fmt}, newer than this snncal reads ({FORMAT}): "
+                              "upgrade snncal")
+    if int(version) < _VERSION:
+        raise FileFormatError(f"{weights} has the old format {fmt}, which rebuilt the graph from the "
+                              f"model zoo; this snncal reads {FORMAT}: convert the model again")
 
-    return {n.target: torch.ones(()) for n in gm.graph.nodes if is_activation(gm, n)}
+
+def _settings(data: Any) -> tuple[int, str, int]:
+    """``(T, encoding, max_batch)``, checked."""
+    if not isinstance(data, dict):
+        raise FileFormatError(f"the SNN settings are {data!r}, not an object")
+    T, encoding, max_batch = data.get("T"), data.get("encoding"), data.get("max_batch")
+    for name, value in (("T", T), ("max_batch", max_batch)):
+        if not _is_int(value) or value < 1:
+            raise FileFormatError(f"{name} = {value!r}, not a positive integer")
+    if encoding not in ENCODINGS:
+        raise FileFormatError(f"encoding {encoding!r} is not one of {ENCODINGS}")
+    return T, encoding, max_batch
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _graph_tensors(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    foreign = [k for k in tensors if not k.startswith(_PREFIX)]
+    if foreign:
+        raise FileFormatError(f"tensors {sorted(foreign)[:5]} are not part of the graph")
+    return {k[len(_PREFIX) :]: v for k, v in tensors.items()}
+
+
+# ----------------------------------------------------------------------------- calibration report
+def _report_data(report: CalibrationReport | None) -> dict[str, Any] | None:
+    """The report as JSON data; non-finite floats as ``"inf"`` / ``"-inf"`` / ``"nan"``."""
+    return None if report is None else _finite(dataclasses.asdict(report))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _report(data: Any) -> CalibrationReport | None:
+    """The :class:`CalibrationReport` of :func:`_report_data`, checked field by field."""
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("layers", []), list):
+        raise FileFormatError(f"the calibration report is malformed: {str(data)[:80]}")
+    return CalibrationReport(
+        method=_typed(data.get("method"), str, "method"),
+        steps=tuple(_typed(s, str, "steps") for s in _typed(data.get("steps"), list, "steps")),
+        T=_typed(data.get("T"), int, "T"),
+        num_images=_typed(data.get("num_images"), int, "num_images"),
+        layers=[_layer(d) for d in data.get("layers", [])],
+        seconds=_number(data.get("seconds", 0.0), "seconds"),
+        node_runs=_typed(data.get("node_runs", 0), int, "node_runs"),
+    )
+
+
+def _layer(data: Any) -> LayerReport:
+    if not isinstance(data, dict):
+        raise FileFormatError(f"a layer of the calibration report is {str(data)[:80]}")
+    loss = data.get("weight_loss")
+    if loss is not None and not (isinstance(loss, list) and len(loss) == 2):
+        raise FileFormatError(f"weight_loss = {loss!r}, not a pair")
+    return LayerReport(
+        name=_typed(data.get("name"), str, "name"),
+        **{k: _number(data.get(k), k) for k in ("mse_before", "mse_after", "mean_error_before",
+                                                "mean_error_after")},
+        weight_loss=None if loss is None else tuple(_number(v, "weight_loss") for v in loss),
+        seconds=_number(data.get("seconds", 0.0), "seconds"),
+    )
+
+
+def _typed(value: Any, kind: type, key: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise FileFormatError(f"calibration report: {key} = {str(value)[:40]}, not a {kind.__name__}")
+    return value
+
+
+def _number(value: Any, key: str) -> float:
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise FileFormatError(f"calibration report: {key} = {str(value)[:40]}, not a number")
+    return float(value)
