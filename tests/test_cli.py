@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import snncal.ann.data.datasets as ds
-import snncal.app.experiment as experiments
+from snncal.app.experiment import Experiment
 from snncal.app.cli import main
 from snncal.core.export import load
 
@@ -81,21 +81,24 @@ def test_convert_then_evaluate(ann, fmnist, tmp_path, capsys) -> None:
     assert text.count("| net.features.") == 3  # one calibration row per IF layer
     meta = json.loads((out / "snn.json").read_text())["meta"]
     assert meta["config"]["method"] == "light" and meta["config"]["per_channel"] is True
-    assert meta["command"]["seed"] == 0 and meta["input_shape"] == [1, 28, 28]
+    assert meta["config"]["seed"] == 0 and meta["input_shape"] == [1, 28, 28]
     snn = load(out / "snn")
     assert snn.T == 8 and len(snn.neurons()) == 3
 
     ev = tmp_path / "eval"
     assert main(["evaluate", "--snn", str(out / "snn"), "--data-dir", str(fmnist), "--T", "4", "8",
-                 "--test-images", "30", "--rate-images", "20", "--out", str(ev), *FAST]) == 0
+                 "--test-images", "30", "--rate-images", "20", "--stats", "--out", str(ev), *FAST]) == 0
     text = capsys.readouterr().out
-    assert "T=4 |" in text and "spikes / neuron / step" in text
+    assert "T=4 |" in text and "spikes / neuron / step" in text and "SOPs" in text
     result = json.loads((ev / "evaluate.json").read_text())
-    assert set(result["snn_acc"]) == {"4", "8"} and result["test_images"] == 30
-    assert "ann_acc" in result  # found through the ANN checkpoint recorded in the SNN
+    evaluation = result["evaluation"]
+    assert set(evaluation["snn"]) == {"4", "8"} and evaluation["images"] == 30
+    assert evaluation["ann"] is not None  # found through the ANN checkpoint recorded in the SNN
+    assert 0 <= evaluation["agreement"]["8"] <= 100 and evaluation["logit_mse"]["8"] >= 0
     assert [r["name"] for r in result["rates"]] == list(snn.neurons())
     assert all(0 <= r["rate"] <= 1 for r in result["rates"])
-    assert (ev / "firing_rates.png").stat().st_size > 10_000
+    assert result["stats"]["sops_per_image"] > 0 and len(result["stats"]["layers"]) == 3
+    assert (ev / "firing_rates.png").stat().st_size > 10_000 and (ev / "layer_stats.png").exists()
 
 
 def _table(text: str) -> list[list[str]]:
@@ -114,15 +117,15 @@ def test_sweep_resumes_where_it_stopped(ann, fmnist, tmp_path, monkeypatch, caps
                       "--seeds", "0", "1")
     calls: list[tuple] = []
     interrupt_at = [3]  # the fourth row is interrupted (Ctrl-C / kill) while it runs
-    real = experiments.run_row
+    real = Experiment.run_row
 
-    def counted(model, calib, loader, cfg, device=None):
+    def counted(self, method, T, seed):
         if len(calls) == interrupt_at[0]:
             raise KeyboardInterrupt
-        calls.append((cfg.method, cfg.T, cfg.seed))
-        return real(model, calib, loader, cfg, device)
+        calls.append((method, T, seed))
+        return real(self, method, T, seed)
 
-    monkeypatch.setattr(experiments, "run_row", counted)
+    monkeypatch.setattr(Experiment, "run_row", counted)
     with pytest.raises(KeyboardInterrupt):
         main(args)
     assert _rows(out / "sweep.json") == [("none", 4, 0), ("none", 8, 0), ("light", 4, 0)]
@@ -183,7 +186,7 @@ def test_quickstart_on_tiny_fashion_mnist(fmnist, tmp_path, monkeypatch, capsys)
     assert "30 of 100 test images (indices i * 100 // 30)" in text
     table = _table(text)
     assert table[0] == ["Method", "ANN", "T=4", "T=8"] and [r[0] for r in table[1:]] == ["none", "light"]
-    for name in ("results.json", "results.csv", "results.md", "accuracy_vs_T.png", "firing_rates.png",
+    for name in ("results.json", "results.csv", "results.md", "results.png", "firing_rates.png",
                  "snn_advanced_T32.safetensors", "ann/last.safetensors"):
         assert (out / name).exists(), name
     saved = json.loads((out / "results.json").read_text())
@@ -194,7 +197,7 @@ def test_quickstart_on_tiny_fashion_mnist(fmnist, tmp_path, monkeypatch, capsys)
     def fail(*args, **kw):
         raise AssertionError("a finished row ran again")
 
-    monkeypatch.setattr(experiments, "run_row", fail)
+    monkeypatch.setattr(Experiment, "run_row", fail)
     assert main(args) == 0
     assert json.loads((out / "results.json").read_text())["rows"] == saved["rows"]
     assert len(json.loads((out / "ann" / "history.json").read_text())) == 1

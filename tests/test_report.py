@@ -122,3 +122,19 @@ def test_test_subset_is_fixed_and_covers_sorted_classes() -> None:
     assert subset_name(50, 1000) == "50 of 1000 test images (every 20th)"
     assert subset_name(500, 1000) == "500 of 1000 test images (every 2nd)"
     assert subset_name(1000, 1000) == "all 1000 test images"
+
+
+def test_table9_puts_the_papers_row_under_ours():
+    from snncal.app.results import table9
+
+    rows = [Row(m, T, 0, acc, 100, 0.1, 0.2) for m, T, acc in
+            (("light", 32, 91.0), ("light", 2048, 92.0), ("spike_norm", 2048, 50.0))]
+    table = [line.split("|")[1:-1] for line in table9(
+        rows, 92.5, ["spike_norm", "light"], [32, 2048], "ResNet-20").splitlines()[2:]]
+    cells = [[c.strip() for c in line] for line in table]
+    assert cells == [
+        ["spike_norm", "92.50", "-", "50.00"],
+        ["spike_norm (paper)", "89.10", "-", "87.46"],
+        ["light", "92.50", "91.00", "92.00"],
+        ["light (paper)", "95.46", "94.44", "95.47"],
+    ]

@@ -51,6 +51,7 @@ FUNCTIONS: dict[str, Callable] = {
     "torch.add": torch.add,
     "torch.sub": torch.sub,
     "torch.mul": torch.mul,
+    "torch.div": torch.div,
     "torch.mean": torch.mean,
     "torch.cat": torch.cat,
     "torch.flatten": torch.flatten,
