@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 import snncal.ann.data.datasets as ds
-from snncal.app.experiment import Experiment
 from snncal.app.cli import main
+from snncal.app.experiment import Experiment
 from snncal.core.export import load
 
 FAST = ["--threads", "1", "--no-progress"]
