@@ -62,7 +62,7 @@ def test_zoo_round_trip_gives_identical_outputs(tmp_path, arch, options) -> None
     side = json.loads((tmp_path / "snn.json").read_text())
     assert side == read_meta(tmp_path / "snn.safetensors")
     assert side["format"] == FORMAT == "snncal-snn/2"
-    assert side["snn"] == {"T": 8, "encoding": "direct", "max_batch": cfg.max_batch}
+    assert side["snn"] == {"T": 8, "encoding": "direct", "max_batch": cfg.max_batch, "amp": "off"}
     assert side["meta"] == {"config": cfg.to_dict(), "note": "hi"}
     # the zoo's Normalize is traced into buffers read by get_attr, not a module of the graph
     assert set(side["graph"]["attributes"]) == {"normalize.mean", "normalize.std"}

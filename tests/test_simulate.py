@@ -1,10 +1,11 @@
 import importlib
 
+import pytest
 import torch
 from nets import Mixed, Plain, randomize_bn
 
 import snncal
-from snncal.core.engine import poisson
+from snncal.core.engine import MAX_BATCH, auto_max_batch, cuda_max_batch, poisson
 from snncal.core.neuron import if_scan
 
 
@@ -112,3 +113,50 @@ def test_residual_add_fused_into_the_neuron_changes_no_bit(monkeypatch):
     assert torch.equal(snn.simulate(x, every_step=True), fused)
     monkeypatch.setenv("SNNCAL_COMPILE", "1")
     assert torch.equal(snn.simulate(x, every_step=True), fused)
+
+
+def test_default_max_batch_follows_the_device():
+    assert snncal.ConvertConfig().max_batch is None  # "auto"
+    assert auto_max_batch("cpu") == auto_max_batch(torch.device("cpu")) == MAX_BATCH == 64
+    gib = 1 << 30
+    # total_memory of an H200, an 80 GB, a 40 GB, a 24 GB and an 8 GB GPU
+    sizes = {140 * gib: 2048, 79 * gib: 2048, 39 * gib: 1024, 23 * gib: 512, 15 * gib: 256, 7 * gib: 256}
+    assert {m: cuda_max_batch(m) for m in sizes} == sizes
+    with pytest.raises(ValueError, match="max_batch must be >= 1, got 0"):
+        snncal.ConvertConfig(max_batch=0)
+
+
+def test_auto_max_batch_simulates_like_the_cpu_value():
+    model = randomize_bn(Plain())
+    x = torch.rand(20, 3, 8, 8)
+    snn = _convert(model, x, T=16)
+    assert snn.max_batch is None
+    auto = snn.simulate(x)
+    snn.max_batch = 64
+    assert torch.equal(auto, snn.simulate(x))
+
+
+def test_mixed_precision_runs_convs_in_bfloat16_and_neurons_in_float32(monkeypatch):
+    model = randomize_bn(Mixed())
+    x = torch.rand(32, 3, 16, 16)
+    snn = snncal.convert(model, x, T=32, threshold="max")
+    ref = snn.simulate(x)
+    seen = {"conv": set(), "current": set(), "potential": set()}
+    snn.graph.c2.register_forward_hook(lambda m, i, out: seen["conv"].add(out.dtype))
+    scan = snncal.IFNeuron.scan
+
+    def spy(self, x, v, *args, **kwargs):
+        seen["current"].add(x.dtype)
+        seen["potential"].add(v.dtype)
+        return scan(self, x, v, *args, **kwargs)
+
+    monkeypatch.setattr(snncal.IFNeuron, "scan", spy)
+    snn.amp = "bfloat16"
+    out = snn.simulate(x)
+    assert seen == {"conv": {torch.bfloat16}, "current": {torch.float32}, "potential": {torch.float32}}
+    assert out.dtype == torch.float32 and not torch.equal(out, ref)
+    assert ((out - ref).abs().max() / ref.abs().max()).item() < 0.03  # 0.006 measured
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+    with pytest.raises(ValueError, match="amp must be one of off, bfloat16, float16"):
+        snncal.ConvertConfig(amp="fp8")
+    assert snncal.convert(model, x, T=8, amp="float16").amp == "float16"

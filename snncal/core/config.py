@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from snncal.core.engine import ENCODINGS, MAX_BATCH
+from snncal.core.engine import AMP, ENCODINGS
 from snncal.core.neuron import RESETS
 from snncal.core.observers import RULES
 
@@ -41,8 +41,9 @@ class ConvertConfig:
     num_images: int = _f(1024, "calibration images drawn from the calibration data")
     batch_size: int = _f(128, "images per ANN pass while calibrating")
     seed: int = _f(0, "draws the calibration images and seeds calibration: same seed, same network")
-    max_batch: int = _f(MAX_BATCH, "largest time-folded batch (steps x images) of the engine; it bounds "
-                        "memory whatever T is: 64 suits a 2-core CPU, a GPU wants thousands")
+    max_batch: int | None = _f(None, "largest time-folded batch (steps x images) of the engine and the "
+                               "calibration sweep; it bounds memory whatever T is. None: by the "
+                               "device, 64 on a CPU, 256-2048 on CUDA by its memory (2048 from 80 GB)")
     weight_iters: int = _f(300, "Adam iterations of weight calibration per layer")
     weight_lr: float = _f(1e-4, "learning rate of weight calibration (cosine-decayed)")
     weight_batch: int = _f(64, "minibatch of calibration images in weight calibration and hybrid "
@@ -51,15 +52,21 @@ class ConvertConfig:
     hybrid_lr: float = _f(1e-4, "Adam learning rate of hybrid fine-tuning")
     cache_gb: float = _f(2.0, "memory for the spike trains of the calibration sweep; beyond it they "
                          "are spilled to a temporary folder")
+    amp: str = _f("off", "mixed precision of the simulation's stateless ops (conv, linear): off, "
+                  "bfloat16 or float16 autocast; potentials and neurons stay float32; calibration "
+                  "runs in float32 (unmeasured on GPUs: off by default)")
 
     def __post_init__(self) -> None:
-        for name, allowed in (("threshold", RULES), ("reset", RESETS), ("encoding", ENCODINGS)):
+        choices = (("threshold", RULES), ("reset", RESETS), ("encoding", ENCODINGS), ("amp", tuple(AMP)))
+        for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not isinstance(self.method, str) or not self.method:
             raise ValueError(f"method must be a method name, got {self.method!r}")
-        for name in ("T", "num_images", "batch_size", "max_batch", "weight_batch"):
+        for name in ("T", "num_images", "batch_size", "weight_batch"):
             check_int(name, getattr(self, name), low=1)
+        if self.max_batch is not None:
+            check_int("max_batch", self.max_batch, low=1)
         check_int("weight_iters", self.weight_iters, low=0)
         check_int("hybrid_epochs", self.hybrid_epochs, low=0)
         check_int("seed", self.seed, low=None)

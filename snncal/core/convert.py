@@ -8,6 +8,10 @@
 
 ``calibrate`` runs the whole method, threshold rule included, so ``observe`` is needed only for a
 network without calibration; its thresholds are the ones ``calibrate`` starts from.
+
+Under ``torch.distributed`` (e.g. launched by ``torchrun``) each rank's ``calib_data`` is its share
+of the calibration set: it draws its part of ``num_images`` from it, statistics are reduced over
+all ranks, and every rank ends with the same network (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from torch import Tensor, fx, nn
 from torch.utils.data import DataLoader, Dataset
 
+from snncal.core import distributed as dist
 from snncal.core import graph
 from snncal.core.calibrate import STEPS, CalibrationReport, Method, get_method, run_steps
 from snncal.core.config import ConvertConfig, make_config
@@ -119,7 +124,7 @@ def to_spiking(
         parent, _, name = node.target.rpartition(".")
         setattr(gm.get_submodule(parent) if parent else gm, name, IFNeuron(th, cfg.reset, ann_max=cap))
     gm.recompile()
-    return SpikingNetwork(gm, cfg.T, cfg.encoding, cfg.max_batch)
+    return SpikingNetwork(gm, cfg.T, cfg.encoding, cfg.max_batch, cfg.amp)
 
 
 def observe(snn: SpikingNetwork, calib_data: CalibData, config: ConvertConfig | None = None,
@@ -128,7 +133,7 @@ def observe(snn: SpikingNetwork, calib_data: CalibData, config: ConvertConfig | 
     configured method's steps that need no simulation (its threshold rule). Returns them by name."""
     cfg, method = _configure(config, overrides)
     ann_steps = tuple(s for s in method.steps if not STEPS[s].spikes)
-    images = calibration_images(calib_data, cfg.num_images, cfg.seed).to(_device(snn))
+    images = _share(calib_data, cfg, _device(snn))[0]
     run_steps(snn, images, None, cfg, Method(method.name, ann_steps))
     return {name: n.threshold.clone() for name, n in snn.neurons().items()}
 
@@ -144,7 +149,7 @@ def calibrate(
     """Calibrate ``snn`` in place with the configured method: its steps on every layer, in one
     sweep, each layer from the already calibrated spike trains of the layers before it."""
     cfg, method = _configure(config, overrides)
-    images, labels = _to(calibration_set(calib_data, cfg.num_images, cfg.seed), _device(snn))
+    images, labels = _share(calib_data, cfg, _device(snn))
     snn.calibration = run_steps(snn, images, labels, cfg, method, progress)
     return snn.calibration
 
@@ -162,7 +167,7 @@ def convert(
     Args:
         model: a trained PyTorch classifier with ReLU-family activations (traceable by torch.fx).
         calib_data: unlabeled calibration inputs: a DataLoader of ``x`` or ``(x, y)``, a Dataset,
-            or a tensor of inputs.
+            or a tensor of inputs; under ``torch.distributed``, this rank's share of them.
         config: a :class:`ConvertConfig`; keyword ``overrides`` (``T=32``, ``threshold="mmse"``,
             ``method="light"``, ...) replace its fields.
         progress: show a progress bar over the layers being calibrated.
@@ -171,7 +176,7 @@ def convert(
         The :class:`SpikingNetwork`, on the device of ``model``'s parameters.
     """
     cfg, method = _configure(config, overrides)
-    images, labels = _to(calibration_set(calib_data, cfg.num_images, cfg.seed), _device(model))
+    images, labels = _share(calib_data, cfg, _device(model))
     ann = prepare(model, images[: cfg.batch_size], cfg)
     snn = to_spiking(ann, cfg)
     log.info("converted %s: %d IF neurons", type(model).__name__, len(snn.neurons()))
@@ -179,8 +184,14 @@ def convert(
     return snn
 
 
-def _to(pair: tuple[Tensor, Tensor | None], device: torch.device) -> tuple[Tensor, Tensor | None]:
-    images, labels = pair
+def _share(data: CalibData, cfg: ConvertConfig, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """This process's calibration images (and labels) on ``device``: up to ``cfg.num_images``, or
+    under ``torch.distributed`` this rank's part of them, drawn from its own ``data``."""
+    if cfg.num_images < dist.world_size():  # the same answer on every rank: none waits alone
+        raise ValueError(f"num_images={cfg.num_images} leaves no calibration image to some of the "
+                         f"{dist.world_size()} processes: use at least one per process")
+    # seed + rank: ranks that were all given the whole set draw different images from it
+    images, labels = calibration_set(data, dist.share(cfg.num_images), cfg.seed + dist.rank())
     return images.to(device), None if labels is None else labels.to(device)
 
 

@@ -13,6 +13,8 @@ potential of a few images only, which stays in cache, and scans a whole chunk in
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -23,7 +25,44 @@ from torch import Tensor, fx, nn
 from snncal.core.neuron import SCAN_BLOCK, IFNeuron, is_neuron
 
 ENCODINGS = ("direct", "poisson", "switch")
-MAX_BATCH = 64  # default time-folded batch (steps x images): keeps a CPU's caches warm
+MAX_BATCH = 64  # time-folded batch (steps x images) on a CPU: keeps its caches warm
+# GPU memory an image-step may hold: VGG-16 at 224 x 224, the zoo's largest activations, keeps
+# two 64 x 224 x 224 float tensors (12.8 MB each) live in its first block, plus conv workspace.
+CUDA_BYTES_PER_STEP = 32 << 20
+# Bounds of the automatic value on CUDA. 2048 (a chunk of 64 images x 32 steps) already gives a
+# ResNet-20 layer 33M elements per op, ~100 x the threads an H200 keeps resident.
+CUDA_MAX_BATCH = (256, 2048)
+AMP = {"off": None, "bfloat16": torch.bfloat16, "float16": torch.float16}  # autocast dtypes
+
+
+def auto_max_batch(device: torch.device | str) -> int:
+    """The default time-folded batch on ``device``: :data:`MAX_BATCH` (64) off CUDA; on CUDA the
+    largest power of two whose image-steps fit the GPU's memory at :data:`CUDA_BYTES_PER_STEP`,
+    within :data:`CUDA_MAX_BATCH`: 2048 from 80 GB, 1024 at 40 GB, 512 at 24 GB, 256 below."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return MAX_BATCH
+    return cuda_max_batch(_cuda_memory(device.index))
+
+
+def cuda_max_batch(total_memory: int) -> int:
+    """:func:`auto_max_batch` of a GPU with ``total_memory`` bytes."""
+    low, high = CUDA_MAX_BATCH
+    fit = max(1, total_memory // CUDA_BYTES_PER_STEP)
+    return min(high, max(low, 1 << (fit.bit_length() - 1)))
+
+
+@functools.cache
+def _cuda_memory(index: int | None) -> int:
+    index = torch.cuda.current_device() if index is None else index
+    return torch.cuda.get_device_properties(index).total_memory
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to the dtype ``amp`` names on ``device`` (a no-op for ``"off"``)."""
+    if AMP[amp] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP[amp])
 
 
 def _repeat(x: Tensor, steps: int) -> Tensor:
@@ -100,10 +139,12 @@ class _Chunk(fx.Interpreter):
         static_input: bool,
         spike_counts: dict[str, Tensor] | None = None,
         deferred: frozenset[fx.Node] = frozenset(),
+        amp: bool = False,
     ) -> None:
         super().__init__(gm)
         self.steps, self.T, self.state, self.static = steps, T, state, static
         self.static_input, self.spike_counts, self.deferred = static_input, spike_counts, deferred
+        self.amp = amp  # stateless ops run under autocast; neurons get float32 inputs
         self.temporal: set[fx.Node] = set()  # values that differ from step to step
         self.batched: set[fx.Node] = set()  # values with a batch dimension (not constants)
 
@@ -166,6 +207,12 @@ class _Chunk(fx.Interpreter):
         return x.view(self.steps, -1, *x.shape[1:]) if temporal else x
 
     def _neuron(self, name: str, x: Tensor | _Sum, temporal: bool) -> Tensor:
+        if self.amp:  # the membrane potential and the scan stay in float32
+            with torch.autocast(_device_of(x).type, enabled=False):
+                return self._scan(name, _float32(x), temporal)
+        return self._scan(name, x, temporal)
+
+    def _scan(self, name: str, x: Tensor | _Sum, temporal: bool) -> Tensor:
         neuron: IFNeuron = self.submodules[name]
         x, residual = x if isinstance(x, _Sum) else (self._unfold(x, temporal), None)
         v = self.state.get(name)
@@ -183,6 +230,15 @@ class _Chunk(fx.Interpreter):
         if not isinstance(y, Tensor):
             raise TypeError("a SpikingNetwork must return a single tensor of logits")
         return y
+
+
+def _device_of(x: Tensor | _Sum) -> torch.device:
+    return x[0].device if isinstance(x, _Sum) else x.device
+
+
+def _float32(x: Tensor | _Sum) -> Tensor | _Sum:
+    """A neuron's input current(s) in float32 (autocast leaves conv outputs in half precision)."""
+    return _Sum(v.float() for v in x) if isinstance(x, _Sum) else x.float()
 
 
 def run_nodes(
@@ -217,9 +273,10 @@ def simulate(
     *,
     every_step: bool = False,
     encoding: str = "direct",
-    max_batch: int = MAX_BATCH,
+    max_batch: int | None = None,
     generator: torch.Generator | None = None,
     spike_counts: dict[str, Tensor] | None = None,
+    amp: str = "off",
 ) -> Tensor:
     """Run the spiking graph ``gm`` on input ``x`` ``[N, ...]`` for ``T`` steps.
 
@@ -231,10 +288,14 @@ def simulate(
         encoding: ``"direct"``, ``"poisson"`` or ``"switch"`` (see :func:`encode`).
         max_batch: largest time-folded batch ``steps * images``: images run in groups of
             ``max_batch // min(T, SCAN_BLOCK)``, each for ``T`` steps in chunks of
-            ``max_batch // group`` steps, which bounds memory whatever ``T`` is.
+            ``max_batch // group`` steps, which bounds memory whatever ``T`` is (``None``:
+            :func:`auto_max_batch` of ``x``'s device).
         generator: random source for Poisson encoding.
         spike_counts: if given, each neuron's spikes are added to ``spike_counts[name]``, one count
             per element ``[C, ...]``, summed over images and steps (firing rates, synaptic ops).
+        amp: ``"bfloat16"`` or ``"float16"`` runs the stateless ops (conv, linear, ...) under
+            ``torch.autocast`` to that dtype; membrane potentials, the neuron scan and the
+            output's running sum stay float32. ``"off"``: float32 throughout.
 
     Returns:
         Output averaged over the ``T`` steps, ``[N, ...]``; with ``every_step``, the running
@@ -242,11 +303,14 @@ def simulate(
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if amp not in AMP:
+        raise ValueError(f"amp must be one of {', '.join(AMP)}, got {amp!r}")
+    max_batch = max_batch or auto_max_batch(x.device)
     group = max(1, max_batch // min(T, SCAN_BLOCK))
     deferred = residual_adds(gm)
     outs = [
         _simulate_group(gm, x[i : i + group], T, every_step, encoding, max_batch, generator,
-                        spike_counts, deferred)
+                        spike_counts, deferred, amp)
         for i in range(0, max(1, x.shape[0]), group)
     ]
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if every_step else 0)
@@ -262,6 +326,7 @@ def _simulate_group(
     generator: torch.Generator | None,
     spike_counts: dict[str, Tensor] | None,
     deferred: frozenset[fx.Node],
+    amp: str = "off",
 ) -> Tensor:
     """:func:`simulate` of one group of images, in chunks of time steps that carry the state."""
     chunk = max(1, min(T, max_batch // max(1, x.shape[0])))
@@ -271,8 +336,11 @@ def _simulate_group(
     for t0 in range(0, T, chunk):
         steps = min(chunk, T - t0)
         inp = encode(x, encoding, t0, steps, T, generator)
-        engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts, deferred)
-        y = engine.run(inp)
+        engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts, deferred,
+                        amp != "off")
+        with autocast(x.device, amp):
+            y = engine.run(inp)
+        y = y if amp == "off" else y.float()
         y = y.view(steps, x.shape[0], *y.shape[1:]) if y.shape[0] == steps * x.shape[0] else (
             y.unsqueeze(0).expand(steps, *y.shape)
         )
@@ -305,14 +373,21 @@ class SpikingNetwork(nn.Module):
 
     All state is named tensors: neuron thresholds and initial potentials are buffers of the graph
     (``state_dict()`` keys such as ``layer1.0.relu.threshold``), named after the ANN's activations.
+    ``max_batch`` ``None`` follows the input's device (:func:`auto_max_batch`); ``amp`` names the
+    autocast dtype of the stateless ops (see :func:`simulate`).
     """
 
     def __init__(
-        self, graph: fx.GraphModule, T: int, encoding: str = "direct", max_batch: int = MAX_BATCH
+        self,
+        graph: fx.GraphModule,
+        T: int,
+        encoding: str = "direct",
+        max_batch: int | None = None,
+        amp: str = "off",
     ) -> None:
         super().__init__()
         self.graph = graph
-        self.T, self.encoding, self.max_batch = T, encoding, max_batch
+        self.T, self.encoding, self.max_batch, self.amp = T, encoding, max_batch, amp
         self.calibration = None  # CalibrationReport of the conversion, if any
 
     def neurons(self) -> dict[str, IFNeuron]:
@@ -325,7 +400,7 @@ class SpikingNetwork(nn.Module):
         """Output averaged over ``T`` steps (default ``self.T``); see :func:`simulate`."""
         return simulate(
             self.graph, x, T or self.T, every_step=every_step, encoding=self.encoding,
-            max_batch=self.max_batch,
+            max_batch=self.max_batch, amp=self.amp,
         )
 
     def forward(self, x: Tensor) -> Tensor:

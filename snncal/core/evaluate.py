@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from snncal.core import distributed as dist
 from snncal.core.engine import SpikingNetwork, simulate
 
 __all__ = ["DEFAULT_TS", "Evaluation", "LayerRate", "evaluate", "firing_rates", "input_batches"]
@@ -49,19 +51,22 @@ class Evaluation:
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    loader: Iterable,
+    data: Iterable | Dataset,
     T: Sequence[int] = DEFAULT_TS,
     *,
     ann: nn.Module | None = None,
     device: torch.device | str | None = None,
     amp: bool = False,
     progress: bool = False,
+    batch_size: int = 128,
+    num_workers: int = 0,
 ) -> Evaluation:
     """Evaluate an SNN at every T of ``T`` (one simulation of the largest per batch), or an ANN.
 
     Args:
         model: a :class:`SpikingNetwork`, or an ANN (any classifier).
-        loader: batches of ``(x, y)``.
+        data: a loader (any iterable of ``(x, y)`` batches) or a map-style Dataset of ``(x, y)``
+            items, read in batches of ``batch_size`` by ``num_workers`` workers.
         T: simulation lengths of an SNN.
         ann: with an SNN, its ANN: its accuracy, and the SNN's agreement and logit error against it,
             on the same images.
@@ -70,56 +75,73 @@ def evaluate(
         progress: a progress bar over batches.
 
     The models are put in eval mode for the evaluation and given back in the mode they came in.
+    Under ``torch.distributed`` a loader is this rank's share of the test set, and a Dataset is
+    split by the ranks into contiguous blocks (each item counted once, no padding); the sums are
+    reduced over ranks, so every rank returns the figures of the whole set.
     """
     spiking = isinstance(model, SpikingNetwork)
     reference = ann if spiking else model
     device = torch.device(device) if device is not None else _device(model)
+    loader = _loader(data, batch_size, num_workers, device)
     Ts = sorted(set(T)) if spiking else []
     if any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in Ts):
         raise ValueError(f"every T must be an integer >= 1, got {list(T)}")
+    steps_at = torch.tensor(Ts, device=device, dtype=torch.long) - 1
     modes = [(m, m.training) for m in (model, reference) if m is not None]
     for m, _ in modes:
         m.eval()
-    sums = torch.zeros(3, len(Ts), dtype=torch.float64)  # correct, agreeing, squared logit error
-    ann_sums = torch.zeros(3, dtype=torch.float64)  # top-1, top-5, cross-entropy
-    total = 0
+    # per T: correct, agreeing, squared logit error; then the ANN's top-1, top-5, cross-entropy and
+    # the image count: summed on the device (no sync per batch), reduced over ranks at the end
+    sums = torch.zeros(3 * len(Ts) + 4, dtype=torch.float64, device=device)
     try:
         for x, y in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            sums[-1] += len(y)
             ref = None
             if reference is not None:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     ref = reference(x).float()
                 top = ref.topk(min(5, ref.shape[1]), 1).indices
-                ann_sums += torch.stack([(top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum(),
-                                         F.cross_entropy(ref, y, reduction="sum")]).double().cpu()
+                sums[-4:-1] += torch.stack([(top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum(),
+                                            F.cross_entropy(ref, y, reduction="sum")]).double()
             if spiking:
-                out = model.simulate(x, T=Ts[-1], every_step=True)[torch.tensor(Ts, device=device) - 1]
-                pred = out.argmax(-1)  # [len(Ts), N]
-                sums[0] += (pred == y).sum(-1).double().cpu()
+                out = model.simulate(x, T=Ts[-1], every_step=True)[steps_at]  # [len(Ts), N, classes]
+                pred = out.argmax(-1)
+                sums[: len(Ts)] += (pred == y).sum(-1)
                 if ref is not None:
-                    sums[1] += (pred == ref.argmax(-1)).sum(-1).double().cpu()
-                    sums[2] += ((out - ref) ** 2).sum((1, 2)).double().cpu()
-            total += len(y)
+                    sums[len(Ts) : 2 * len(Ts)] += (pred == ref.argmax(-1)).sum(-1)
+                    sums[2 * len(Ts) : 3 * len(Ts)] += ((out - ref) ** 2).sum((1, 2)).double()
     finally:
         for m, training in modes:
             m.train(training)
+    sums = dist.all_reduce_sum(sums).cpu()
+    total = int(sums[-1])
     n = max(total, 1)
     result = Evaluation(total)
     if reference is not None:
-        result.ann, result.ann_top5 = (100 * ann_sums[:2] / n).tolist()
-        result.ann_loss = float(ann_sums[2] / n)
+        result.ann, result.ann_top5 = (100 * sums[-4:-2] / n).tolist()
+        result.ann_loss = float(sums[-2] / n)
     if spiking:
-        result.snn = dict(zip(Ts, (100 * sums[0] / n).tolist(), strict=True))
+        k = len(Ts)
+        result.snn = dict(zip(Ts, (100 * sums[:k] / n).tolist(), strict=True))
         if reference is not None:
-            result.agreement = dict(zip(Ts, (100 * sums[1] / n).tolist(), strict=True))
-            result.logit_mse = dict(zip(Ts, (sums[2] / n).tolist(), strict=True))
+            result.agreement = dict(zip(Ts, (100 * sums[k : 2 * k] / n).tolist(), strict=True))
+            result.logit_mse = dict(zip(Ts, (sums[2 * k : 3 * k] / n).tolist(), strict=True))
     return result
 
 
 def _device(model: nn.Module) -> torch.device:
     first = next(iter(model.buffers()), next(iter(model.parameters()), None))
     return first.device if first is not None else torch.device("cpu")
+
+
+def _loader(data: Iterable | Dataset, batch_size: int, num_workers: int, device: torch.device) -> Iterable:
+    """``data`` itself if it is a loader, else this rank's block of the Dataset in batches (in
+    pinned memory when bound for a GPU, so that the copies overlap the simulation)."""
+    if not isinstance(data, Dataset) or isinstance(data, IterableDataset) or not hasattr(data, "__len__"):
+        return data
+    return DataLoader(dist.shard(data), batch_size=batch_size, num_workers=num_workers,
+                      pin_memory=device.type == "cuda")
 
 
 @dataclass
@@ -161,7 +183,7 @@ def firing_rates(
     seen = 0
     for x in input_batches(data, max_images):
         simulate(snn.graph, x.to(device), T, encoding=snn.encoding, max_batch=snn.max_batch,
-                 spike_counts=counts)
+                 spike_counts=counts, amp=snn.amp)
         seen += len(x)
     if seen == 0:
         raise ValueError("firing_rates got no images")

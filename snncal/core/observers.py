@@ -1,9 +1,11 @@
 """Threshold statistics: observers that watch an activation's input in the ANN and answer a ``Vth``.
 
 Observers return their input unchanged and keep statistics in buffers. Every statistic is a
-reduction that can be all-reduced across processes: ``MaxObserver.max_val`` by max,
-``HistogramObserver.hist`` by sum. Histogram methods need two passes over the data (the range
-first, then the counts), which keeps the bins exact without re-binning.
+reduction that :meth:`all_reduce` combines across processes (``torch.distributed``, a no-op in
+one): ``MaxObserver.max_val`` by max, ``HistogramObserver.hist`` by sum. Histogram methods need two
+passes over the data (the range first, then the counts), which keeps the bins exact without
+re-binning; built on the all-reduced range, the summed counts equal those of one process that saw
+every rank's data.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from snncal.core import distributed as dist
 from snncal.core.neuron import clip_floor
 
 RULES = ("max", "percentile", "mmse")  # threshold rules answered by the observers
@@ -35,6 +38,11 @@ class MaxObserver(nn.Module):
         m = _per_channel_view(y).amax(1) if self.per_channel else y.max()
         self.max_val = torch.maximum(self.max_val.to(m.device), m)
         return x
+
+    def all_reduce(self) -> MaxObserver:
+        """The maximum over every process's data (call once every process has observed)."""
+        dist.all_reduce_max(self.max_val)
+        return self
 
 
 class HistogramObserver(nn.Module):
@@ -67,6 +75,11 @@ class HistogramObserver(nn.Module):
         counts = torch.bincount(idx[y > 0], minlength=self.hist.numel())
         self.hist += counts.view_as(self.hist).to(self.hist)
         return x
+
+    def all_reduce(self) -> HistogramObserver:
+        """The counts of every process's data (each process must share ``max_val``)."""
+        dist.all_reduce_sum(self.hist)
+        return self
 
     def _centers(self) -> Tensor:
         frac = (torch.arange(self.bins, dtype=torch.float64) + 0.5) / self.bins

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from snncal.core import distributed as dist
 from snncal.core.calibrate.methods import (
     METHODS,
     NETWORK_STEPS,
@@ -61,8 +62,13 @@ def run_steps(
 ) -> CalibrationReport:
     """Run ``method``'s steps on every layer of ``snn`` in one sweep over the calibration
     ``images``, then its network steps (which may need the ``labels``); ``cfg`` is already
-    configured for the method. Changes ``snn`` in place."""
-    report = CalibrationReport(method.name, method.steps, cfg.T, len(images))
+    configured for the method. Changes ``snn`` in place.
+
+    Under ``torch.distributed`` ``images`` (and ``labels``) are this rank's share: every statistic
+    is reduced over all shares, and every rank ends with rank 0's network (docs/distributed.md).
+    """
+    (num_images,) = dist.sum_scalars(len(images))
+    report = CalibrationReport(method.name, method.steps, cfg.T, int(num_images))
     start = time.perf_counter()
     with Sweep(
         snn.graph, images, cfg.T, simulate=method.simulates, max_batch=cfg.max_batch,
@@ -81,6 +87,7 @@ def run_steps(
         report.node_runs = sweep.node_runs
     for name in method.after:
         report.extra.update(NETWORK_STEPS[name](snn, images, labels, cfg))
+    dist.broadcast_module(snn)  # the same network on every rank, whatever rounding did
     report.seconds = time.perf_counter() - start
     return report
 

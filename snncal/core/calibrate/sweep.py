@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, fx, nn
 
+from snncal.core import distributed as dist
 from snncal.core.calibrate.store import SpikeStore
-from snncal.core.engine import MAX_BATCH, encode, run_nodes
+from snncal.core.engine import auto_max_batch, encode, run_nodes
 from snncal.core.neuron import IFNeuron, is_neuron
 
 log = logging.getLogger("snncal")
@@ -125,6 +126,20 @@ class LayerStats:
     def mse(self) -> float:
         return self.sq_sum / (self.count * self.error_sum.numel())
 
+    def all_reduce(self) -> LayerStats:
+        """The sums over every process's share of the calibration set, in one all-reduce (in place;
+        a no-op in one process)."""
+        if not dist.is_parallel():
+            return self
+        n = self.error_sum.numel()
+        flat = torch.cat([self.error_sum.flatten().double(), self.linear_sum.flatten().double(),
+                          self.error_sum.new_tensor([self.sq_sum, self.count], dtype=torch.float64)])
+        flat = dist.all_reduce_sum(flat)
+        self.error_sum = flat[:n].view_as(self.error_sum).to(self.error_sum.dtype)
+        self.linear_sum = flat[n : 2 * n].view_as(self.linear_sum).to(self.linear_sum.dtype)
+        self.sq_sum, self.count = float(flat[-2]), int(flat[-1])
+        return self
+
 
 class Layer:
     """One IF neuron as a calibration step sees it, in the middle of the sweep.
@@ -200,10 +215,12 @@ class Sweep:
         T: the simulation length calibrated for.
         simulate: whether to simulate each layer and store its spike trains (steps that need the
             SNN); without, only the ANN is run.
-        max_batch: the largest time-folded batch ``T * images`` of a simulated minibatch.
+        max_batch: the largest time-folded batch ``T * images`` of a simulated minibatch
+            (``None``: :func:`~snncal.core.engine.auto_max_batch` of the images' device).
         ann_batch: images per ANN segment run (``None``: all at once).
         cache_bytes: memory for the spike trains; beyond it they are spilled to ``spill_dir``.
-        seed: seeds :attr:`generator`.
+        seed: seeds :attr:`generator` (plus the rank under ``torch.distributed``, so that each
+            process draws its own random numbers).
     """
 
     def __init__(
@@ -213,7 +230,7 @@ class Sweep:
         T: int,
         *,
         simulate: bool = True,
-        max_batch: int = MAX_BATCH,
+        max_batch: int | None = None,
         ann_batch: int | None = None,
         encoding: str = "direct",
         cache_bytes: int = 2 << 30,
@@ -222,14 +239,14 @@ class Sweep:
     ) -> None:
         self.gm, self.images, self.T, self.encoding = gm, images, T, encoding
         self.simulating, self.ann_batch = simulate, ann_batch or len(images)
-        self.batch = max(1, min(len(images), max_batch // T))
+        self.batch = max(1, min(len(images), (max_batch or auto_max_batch(images.device)) // T))
         self.slices = [slice(i, i + self.batch) for i in range(0, len(images), self.batch)]
         self.segments = segments(gm)
         self.ann: dict[fx.Node, Tensor] = {}
         self.spikes: dict[fx.Node, SpikeStore] = {}
         self.budget = [cache_bytes]
         self._tmp = tempfile.TemporaryDirectory(prefix="snncal-", dir=spill_dir)
-        self.generator = torch.Generator(device=images.device).manual_seed(seed)
+        self.generator = torch.Generator(device=images.device).manual_seed(seed + dist.rank())
         self.node_runs = 0
         readers = [inp for seg in self.segments for inp in seg.inputs]
         self.readers_left = {n: readers.count(n) for n in set(readers)}
@@ -310,10 +327,12 @@ class Sweep:
     @torch.no_grad()
     def simulate(self, layer: Layer, store: bool) -> LayerStats:
         """Run ``layer``'s segment and neuron for ``T`` steps over the calibration set; error
-        statistics against its target. With ``store``, its spike trains are kept for its readers."""
+        statistics against its target (summed over every process's share). With ``store``, its
+        spike trains are kept for its readers."""
         seg, neuron, target = layer.segment, layer.neuron, layer.target
         zeros = torch.zeros(target.shape[1:], device=target.device)
         stats = LayerStats(zeros, zeros.clone(), 0.0, 0)
+        sq_sum = torch.zeros((), dtype=torch.float64, device=target.device)  # no host sync per minibatch
         if store:
             self.spikes[seg.neuron] = SpikeStore(self.budget, self._tmp.name)
         for b, index in enumerate(self.slices):
@@ -327,11 +346,12 @@ class Sweep:
             linear = (drive > 0) & (drive < neuron.threshold)
             stats.error_sum += err.sum(0)
             stats.linear_sum += linear.sum(0)
-            stats.sq_sum += float((err**2).sum())
+            sq_sum += (err**2).sum()
             stats.count += err.shape[0]
             if store:
                 self.spikes[seg.neuron].append(out > 0)
-        return stats
+        stats.sq_sum = float(sq_sum)
+        return stats.all_reduce()
 
     def _done_with(self, seg: Segment) -> None:
         """Free the stored values nobody reads any more."""

@@ -35,13 +35,13 @@ def set_threshold(layer: Layer, threshold: Tensor, max_val: Tensor) -> None:
 def _max_observer(layer: Layer, cfg: ConvertConfig) -> obs.MaxObserver:
     observer = obs.MaxObserver(cfg.per_channel, layer.neuron.ann_max)
     observer(layer.ann_input)
-    return observer
+    return observer.all_reduce()
 
 
 def _histogram(layer: Layer, cfg: ConvertConfig) -> obs.HistogramObserver:
     observer = obs.HistogramObserver(_max_observer(layer, cfg).max_val, cap=layer.neuron.ann_max)
     observer(layer.ann_input)
-    return observer
+    return observer.all_reduce()
 
 
 def max_threshold(layer: Layer, cfg: ConvertConfig) -> None:
@@ -78,7 +78,7 @@ def snn_max(layer: Layer, cfg: ConvertConfig, scale: float = 1.0) -> None:
     observer = obs.MaxObserver(cfg.per_channel)
     for values, temporal in layer.spike_inputs():
         observer(layer.current(values, temporal))
-    top = observer.max_val * scale
+    top = observer.all_reduce().max_val * scale
     set_threshold(layer, top, top)
 
 

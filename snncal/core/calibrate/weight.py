@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from snncal.core import distributed as dist
+
 if TYPE_CHECKING:
     from snncal.core.calibrate.sweep import Layer
     from snncal.core.config import ConvertConfig
@@ -59,6 +61,10 @@ def fit(
 
     Returns the loss on all images before and after; if training did not lower it, the weights are
     put back.
+
+    Under ``torch.distributed`` ``num_images`` is this rank's share: each rank draws its part of
+    the minibatch (in proportion to its share), the gradients are averaged over all ranks weighted
+    by those parts, the losses are over all shares, and rank 0's weights are broadcast at the end.
     """
     if not params or iters <= 0:
         return math.nan, math.nan
@@ -66,22 +72,36 @@ def fit(
 
     def full_loss() -> float:
         with torch.no_grad():
-            return sum(float(loss_fn(i)) * len(i) for i in everything.split(256)) / num_images
+            total = sum(float(loss_fn(i)) * len(i) for i in everything.split(256))
+        total, count = dist.sum_scalars(total, num_images)
+        return total / count
 
     before = full_loss()
     saved = copy.deepcopy([p.detach() for p in params])
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
+    size = _minibatch(batch, num_images)
     for _ in range(iters):
-        idx = torch.randint(num_images, (min(batch, num_images),), generator=generator)
+        idx = torch.randint(num_images, (size,), generator=generator, device=generator.device)
         opt.zero_grad(set_to_none=True)
         loss_fn(idx).backward()
+        dist.average_gradients(params, size)
         opt.step()
         sched.step()
     after = full_loss()
-    if after > before:
+    if after > before:  # the same decision on every rank: the losses are all-reduced
         with torch.no_grad():
             for p, s in zip(params, saved):
                 p.copy_(s)
         after = before
+    dist.broadcast([p.data for p in params])  # float rounding must not part the ranks' weights
     return before, after
+
+
+def _minibatch(batch: int, num_images: int) -> int:
+    """This rank's part of a minibatch of ``batch`` images drawn from all ranks' images, in
+    proportion to its ``num_images`` (``min(batch, num_images)`` in one process)."""
+    if not dist.is_parallel():
+        return min(batch, num_images)
+    (total,) = dist.sum_scalars(num_images)
+    return max(1, min(num_images, round(min(batch, total) * num_images / total)))

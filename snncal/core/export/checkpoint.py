@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from snncal.core.calibrate import CalibrationReport, LayerReport
-from snncal.core.engine import ENCODINGS, SpikingNetwork
+from snncal.core.engine import AMP, ENCODINGS, SpikingNetwork
 from snncal.core.export.graph_data import build_graph, graph_data
 from snncal.core.files import FileFormatError, checkpoint_paths, read_tensors, to_plain, write_tensors
 from snncal.core.files import read_meta as read_file_meta
@@ -63,7 +63,7 @@ def save(snn: SpikingNetwork, path: str | Path, meta: dict[str, Any] | None = No
     data, tensors = graph_data(snn.graph)
     header = {
         "format": FORMAT,
-        "snn": {"T": snn.T, "encoding": snn.encoding, "max_batch": snn.max_batch},
+        "snn": {"T": snn.T, "encoding": snn.encoding, "max_batch": snn.max_batch, "amp": snn.amp},
         "graph": data,
         "calibration": _report_data(snn.calibration),
         "meta": _json_ready(meta or {}),
@@ -100,14 +100,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> SpikingNetwork
     weights = checkpoint_paths(path)[0]
     _check_format(weights, meta)
     try:
-        T, encoding, max_batch = _settings(meta.get("snn"))
+        T, encoding, max_batch, amp = _settings(meta.get("snn"))
         graph = build_graph(meta.get("graph"), _graph_tensors(tensors))
         report = _report(meta.get("calibration"))
     except FileFormatError as err:
         raise FileFormatError(f"{weights}: {err}") from None
     except RecursionError:
         raise FileFormatError(f"{weights}: metadata nested too deeply") from None
-    snn = SpikingNetwork(graph, T, encoding, max_batch)
+    snn = SpikingNetwork(graph, T, encoding, max_batch, amp)
     snn.calibration = report
     log.info("loaded SNN %s (T=%d, %d neurons)", weights, T, len(snn.neurons()))
     return snn.to(device).eval()
@@ -127,17 +127,20 @@ def _check_format(weights: Path, meta: dict[str, Any]) -> None:
                               f"model zoo; this snncal reads {FORMAT}: convert the model again")
 
 
-def _settings(data: Any) -> tuple[int, str, int]:
-    """``(T, encoding, max_batch)``, checked."""
+def _settings(data: Any) -> tuple[int, str, int | None, str]:
+    """``(T, encoding, max_batch, amp)``, checked (``max_batch`` ``None``: chosen by the device)."""
     if not isinstance(data, dict):
         raise FileFormatError(f"the SNN settings are {data!r}, not an object")
     T, encoding, max_batch = data.get("T"), data.get("encoding"), data.get("max_batch")
-    for name, value in (("T", T), ("max_batch", max_batch)):
+    amp = data.get("amp", "off")
+    for name, value in (("T", T), ("max_batch", 1 if max_batch is None else max_batch)):
         if not _is_int(value) or value < 1:
             raise FileFormatError(f"{name} = {value!r}, not a positive integer")
     if encoding not in ENCODINGS:
         raise FileFormatError(f"encoding {encoding!r} is not one of {ENCODINGS}")
-    return T, encoding, max_batch
+    if amp not in AMP:
+        raise FileFormatError(f"amp {amp!r} is not one of {tuple(AMP)}")
+    return T, encoding, max_batch, amp
 
 
 def _is_int(value: Any) -> bool:

@@ -1,0 +1,224 @@
+"""torch.distributed: two gloo processes on CPU give the network and the accuracy of one process.
+
+The workers are spawned once per module (file-based rendezvous, no network), each converts the
+same model on its own share of the calibration images and evaluates a Dataset it shards itself;
+they save what they got, and the tests compare it with one process on the concatenated shares.
+"""
+
+import copy
+import datetime
+import functools
+import math
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from nets import Mixed, randomize_bn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import snncal
+from snncal.core import distributed
+
+WORLD = 2
+SHARES = (13, 10)  # unequal shares: every sum must be weighted by what each rank saw
+TEST_IMAGES = 15  # odd: two ranks cannot split it evenly, and padding would show in the total
+BASE = dict(T=8, batch_size=32)
+EQUAL = {  # deterministic methods: 2 ranks == 1 process on the concatenated shares
+    "none": dict(method="none"),
+    "light": dict(method="light"),
+    "light-percentile-per-layer": dict(method="light", threshold="percentile", per_channel=False),
+    "snn_max": dict(method="snn_max"),
+}
+SAME = {  # random minibatches: the ranks must agree with each other
+    "advanced": dict(method="advanced", weight_iters=4, weight_batch=8),
+    "hybrid": dict(method="hybrid", hybrid_epochs=1, weight_batch=8),  # 5 + 3 images a step
+}
+
+
+def _model():
+    torch.manual_seed(0)
+    return randomize_bn(Mixed())
+
+
+def _data():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(sum(SHARES), 3, 8, 8, generator=gen)
+    y = torch.randint(10, (sum(SHARES),), generator=gen)
+    return x, y
+
+
+def _test_set():
+    gen = torch.Generator().manual_seed(2)
+    return torch.rand(TEST_IMAGES, 3, 8, 8, generator=gen), torch.randint(10, (TEST_IMAGES,), generator=gen)
+
+
+class Recorded(Dataset):
+    """A TensorDataset that remembers which items were read."""
+
+    def __init__(self, *tensors):
+        self.data, self.seen = TensorDataset(*tensors), []
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        self.seen.append(int(i))
+        return self.data[i]
+
+
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        x, y = _data()
+        start = sum(SHARES[:rank])
+        share = slice(start, start + SHARES[rank])
+        calib = TensorDataset(x[share], y[share])
+        result = {"world": distributed.world_size(), "rank": distributed.rank()}
+        for case, kw in {**EQUAL, **SAME}.items():
+            data = calib if case.startswith("hybrid") else x[share]
+            snn = snncal.convert(_model(), data, **BASE, **kw)
+            result[case] = {k: v.clone() for k, v in snn.state_dict().items()}
+            result[case + "/report"] = snn.calibration
+        snn = snncal.convert(_model(), x[share], **BASE, **EQUAL["none"])
+        test = Recorded(*_test_set())
+        result["accuracy"] = snncal.evaluate(snn, test, T=(4, 8), batch_size=4).snn
+        result["seen"] = test.seen
+        torch.save(result, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """What each of the 2 ranks saved."""
+    tmp = tmp_path_factory.mktemp("dist")
+    ctx = mp.spawn(_worker, args=(str(tmp / "rendezvous"), str(tmp)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 240
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.terminate()
+            pytest.fail("the distributed workers did not finish in 240 s")
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@functools.cache
+def _single(case: str) -> snncal.SpikingNetwork:
+    x, y = _data()
+    data = TensorDataset(x, y) if case.startswith("hybrid") else x
+    return snncal.convert(_model(), data, **BASE, **{**EQUAL, **SAME}[case])
+
+
+def test_the_workers_saw_a_process_group(ranks):
+    assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
+
+
+@pytest.mark.parametrize("case", sorted(EQUAL))
+def test_two_ranks_equal_one_process_on_the_concatenated_shares(ranks, case):
+    one = _single(case)
+    expected = one.state_dict()
+    assert sum(k.endswith(".threshold") for k in expected) == 7  # 6 ReLUs, 1 pool
+    for got in (r[case] for r in ranks):
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    report = ranks[0][case + "/report"]
+    assert report.num_images == one.calibration.num_images == sum(SHARES)
+    for a, b in zip(report.layers, one.calibration.layers, strict=True):
+        assert a.name == b.name
+        assert math.isclose(a.mse_after, b.mse_after, rel_tol=1e-4, abs_tol=1e-9)
+
+
+def test_thresholds_of_none_are_exactly_one_process_s(ranks):
+    """Maxima and histogram counts are exact reductions, so the MMSE thresholds are too."""
+    expected = _single("none").state_dict()
+    for key in (k for k in expected if k.endswith(".threshold")):
+        assert torch.equal(ranks[0]["none"][key], expected[key]), key
+
+
+@pytest.mark.parametrize("case", sorted(SAME))
+def test_random_methods_leave_every_rank_with_the_same_network(ranks, case):
+    a, b = (r[case] for r in ranks)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    report_a, report_b = (r[case + "/report"] for r in ranks)
+    assert report_a.num_images == sum(SHARES)
+    assert _errors(report_a) == _errors(report_b)  # statistics and losses are all-reduced
+    assert report_a.extra == report_b.extra
+
+
+def _errors(report) -> list[tuple]:
+    """Each layer's errors and weight losses (NaN, for a layer without weights, as None)."""
+    return [(e.name, e.mse_before, e.mse_after, *_losses(e)) for e in report.layers]
+
+
+def _losses(entry) -> tuple:
+    return tuple(None if v is None or math.isnan(v) else v for v in entry.weight_loss or (None, None))
+
+
+def test_advanced_calibrated_the_weights(ranks):
+    before = _single("none").state_dict()
+    after = ranks[0]["advanced"]
+    changed = [k for k in before if k.endswith(".weight") and not torch.equal(before[k], after[k])]
+    assert changed, "weight calibration changed no weight"
+    losses = [_losses(layer) for layer in ranks[0]["advanced/report"].layers]
+    assert sum(lo[0] is not None for lo in losses) == 6  # every layer with weights
+    assert all(lo[1] <= lo[0] for lo in losses if lo[0] is not None)
+
+
+def test_evaluate_shards_a_dataset_counting_each_image_once(ranks):
+    seen = [r["seen"] for r in ranks]
+    assert sorted(seen[0] + seen[1]) == list(range(TEST_IMAGES))  # each once, none padded
+    assert seen[0] == list(range(7)) and seen[1] == list(range(7, 15))
+    assert ranks[0]["accuracy"] == ranks[1]["accuracy"]
+    # the network rank 0 evaluated, run by one process over the whole test set
+    snn = copy.deepcopy(_single("none"))
+    snn.load_state_dict(ranks[0]["none"])
+    x, y = _test_set()
+    expected = snncal.evaluate(snn, [(x, y)], T=(4, 8)).snn
+    assert ranks[0]["accuracy"] == expected
+    for acc in expected.values():  # a multiple of 1/15: 15 images counted, not 16
+        assert math.isclose(acc * TEST_IMAGES / 100, round(acc * TEST_IMAGES / 100), abs_tol=1e-9)
+
+
+def test_helpers_are_no_ops_in_one_process():
+    t = torch.tensor([1.0, 5.0])
+    assert distributed.all_reduce_sum(t) is t and distributed.all_reduce_max(t) is t
+    assert t.tolist() == [1.0, 5.0]
+    assert distributed.sum_scalars(2.5, 3) == (2.5, 3)
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    assert distributed.share(7) == 7
+    ds = TensorDataset(torch.arange(5))
+    assert distributed.shard(ds) is ds
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.full((3,), 2.0)
+    distributed.average_gradients([p], 0.5)
+    assert p.grad.tolist() == [2.0, 2.0, 2.0]
+    distributed.barrier()
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 15, 64])
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+def test_shards_cover_every_index_once(n, world):
+    blocks = [distributed.shard_range(n, r, world) for r in range(world)]
+    assert [i for b in blocks for i in b] == list(range(n))
+    assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+
+
+def test_evaluate_takes_a_dataset_or_a_loader_in_one_process():
+    model = _model()
+    x, y = _test_set()
+    snn = snncal.convert(model, x, T=8)
+    data = Recorded(x, y)
+    by_set = snncal.evaluate(snn, data, T=(2, 8), batch_size=4).snn
+    assert data.seen == list(range(TEST_IMAGES))
+    assert by_set == snncal.evaluate(snn, DataLoader(TensorDataset(x, y), batch_size=6), T=(2, 8)).snn
+    hits = (snn.simulate(x, T=8).argmax(1) == y).sum().item()
+    assert by_set[8] == pytest.approx(100 * hits / TEST_IMAGES)
+    ann = snncal.evaluate(model, TensorDataset(x, y), batch_size=5).ann
+    assert ann == pytest.approx(100 * (model(x).argmax(1) == y).sum().item() / TEST_IMAGES)
