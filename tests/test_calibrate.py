@@ -1,5 +1,6 @@
 import copy
 import json
+import os
 
 import golden
 import pytest
@@ -169,14 +170,14 @@ def test_spike_store_round_trips_in_memory_and_spilled(tmp_path):
     spikes = torch.rand(3, 5, 7, 2) > 0.5
     assert torch.equal(unpack(pack(spikes), spikes.shape), spikes)
     budget = [pack(spikes).numel()]  # room for exactly one minibatch
-    store = SpikeStore(budget, str(tmp_path))
+    store = SpikeStore(budget, lambda: str(tmp_path))
     store.append(spikes)
     store.append(~spikes)
     assert budget == [0] and len(list(tmp_path.iterdir())) == 1
     assert torch.equal(store.load(0), spikes) and torch.equal(store.load(1), ~spikes)
     store.free()
     assert budget == [pack(spikes).numel()] and not list(tmp_path.iterdir())
-    roomy = SpikeStore([10**6], str(tmp_path))
+    roomy = SpikeStore([10**6], lambda: str(tmp_path))
     roomy.append(spikes)
     assert roomy.entries[0][0].dtype == torch.bool and torch.equal(roomy.load(0), spikes)
 
@@ -196,3 +197,19 @@ def test_calibrated_networks_are_bit_identical_to_the_recorded_ones(case):
     that recorded tests/golden.json (written before the calibration step table replaced branches)."""
     expected = json.loads(golden.PATH.read_text())[case]
     assert golden.digest(golden.build(case)) == expected
+
+
+def test_a_killed_calibrations_spill_folder_is_removed_by_the_next(tmp_path):
+    import subprocess
+    import sys
+
+    from snncal.core.calibrate.store import spill_folder
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f"snncal-{dead}-abc"
+    stale.mkdir()
+    (stale / "x.pt").write_bytes(b"spikes")
+    mine = spill_folder(tmp_path)
+    assert not stale.exists() and mine.exists() and mine.name.startswith(f"snncal-{os.getpid()}-")
+    assert spill_folder(tmp_path).exists() and mine.exists()  # a live process keeps its folder

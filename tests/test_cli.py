@@ -3,60 +3,18 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import re
-import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
+from tiny import FAST, images
 
 import snncal.ann.data.datasets as ds
 from snncal.app.cli import main
 from snncal.app.experiment import Experiment
 from snncal.core.export import load
-
-FAST = ["--threads", "1", "--no-progress"]
-
-
-def _images(n: int, seed: int, size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ten classes; class k has a bright patch at a class-specific place, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 10
-    images = rng.integers(0, 64, (n, size, size, channels), dtype=np.uint8)
-    for i, k in enumerate(labels):
-        r, c = divmod(int(k), 4)
-        images[i, 6 * r + 2 : 6 * r + 7, 6 * c + 2 : 6 * c + 7] = 255
-    return images, labels
-
-
-def _idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
-
-@pytest.fixture(scope="module")
-def fmnist(tmp_path_factory) -> Path:
-    """A tiny Fashion-MNIST in the Debian package's layout: 200 train and 100 test images."""
-    root = tmp_path_factory.mktemp("fmnist")
-    for prefix, n, seed in (("train", 200, 0), ("t10k", 100, 1)):
-        images, labels = _images(n, seed, 28, 1)
-        _idx(root / f"{prefix}-images-idx3-ubyte.gz", images[..., 0])
-        _idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return root
-
-
-@pytest.fixture(scope="module")
-def ann(fmnist, tmp_path_factory) -> Path:
-    """``snncal train``: one epoch of cnn_small (half width) on the tiny Fashion-MNIST."""
-    out = tmp_path_factory.mktemp("ann")
-    rc = main(["train", "--arch", "cnn_small", "--width", "0.5", "--dataset", "fashion_mnist",
-               "--data-dir", str(fmnist), "--epochs", "1", "--batch-size", "50", "--augment", "none",
-               "--threads", "1", "--no-progress", "--out", str(out)])
-    assert rc == 0
-    return out
 
 
 def _grid_args(cmd: str, ann: Path, fmnist: Path, out: Path, *extra: str) -> list[str]:
@@ -207,8 +165,8 @@ def test_quickstart_on_a_cifar10_image_folder(tmp_path, monkeypatch, capsys) -> 
     monkeypatch.setenv("SNNCAL_CACHE_DIR", str(tmp_path / "cache"))
     root = tmp_path / "cifar10"
     for split, n in (("train", 60), ("test", 20)):
-        images, labels = _images(n, 2, 32, 3)
-        for i, (img, k) in enumerate(zip(images, labels)):
+        pixels, labels = images(n, 2, 32, 3)
+        for i, (img, k) in enumerate(zip(pixels, labels)):
             folder = root / split / f"class{k}"
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(folder / f"{i}.png")

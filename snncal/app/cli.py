@@ -31,6 +31,13 @@ log = logging.getLogger("snncal")
 _EPILOG = "Run `snncal COMMAND -h` for the options of a command."
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one line, like every other error of the command."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+
+
 def _say(*lines: str) -> None:
     print("\n".join(lines), flush=True)
 
@@ -309,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     from snncal.app.experiment import PAPER_METHODS, PAPER_TS
     from snncal.app.quickstart import QuickstartConfig
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="snncal", description="Convert trained CNNs into spiking networks with post-training "
         "calibration (Li et al., ICML 2021).", epilog=_EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

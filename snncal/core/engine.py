@@ -301,6 +301,8 @@ def simulate(
         Output averaged over the ``T`` steps, ``[N, ...]``; with ``every_step``, the running
         averages ``[T, N, ...]`` whose entry ``t - 1`` is the output a simulation of ``t`` steps gives.
     """
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be an integer >= 1, got {T!r}")
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
     if amp not in AMP:
@@ -397,9 +399,12 @@ class SpikingNetwork(nn.Module):
 
     @torch.no_grad()
     def simulate(self, x: Tensor, T: int | None = None, every_step: bool = False) -> Tensor:
-        """Output averaged over ``T`` steps (default ``self.T``); see :func:`simulate`."""
+        """Output averaged over ``T`` steps (default ``self.T``); see :func:`simulate`. Inputs of
+        another floating dtype are cast to the network's float32."""
+        if x.is_floating_point() and x.dtype != torch.float32:
+            x = x.float()
         return simulate(
-            self.graph, x, T or self.T, every_step=every_step, encoding=self.encoding,
+            self.graph, x, self.T if T is None else T, every_step=every_step, encoding=self.encoding,
             max_batch=self.max_batch, amp=self.amp,
         )
 

@@ -127,7 +127,10 @@ def _cifar(
     cls = tvd.CIFAR10 if info.name == "cifar10" else tvd.CIFAR100
     batches = root / cls.base_folder
     if batches.is_dir() or download:
-        tv = cls(str(root), train=split == "train", download=download)
+        try:  # torchvision checks each batch file's MD5 before it unpickles it
+            tv = cls(str(root), train=split == "train", download=download)
+        except RuntimeError as err:
+            raise ValueError(f"{batches}: {err}") from None
         images = torch.from_numpy(np.ascontiguousarray(tv.data)).permute(0, 3, 1, 2).contiguous()
         return TensorImageDataset(images, torch.tensor(tv.targets), list(tv.classes))
     expected = f"{root}/{split}/<class>/*.jpg (ImageFolder) or {batches} (torchvision format)"

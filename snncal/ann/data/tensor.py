@@ -82,6 +82,18 @@ def _decode(path: str, mode: str) -> np.ndarray:
         return np.asarray(im.convert(mode))
 
 
+def _read_cache(path: Path) -> TensorImageDataset | None:
+    """A decoded-images cache, read weights-only (a file there cannot run code); a damaged or
+    foreign one is ignored with a warning, and rewritten."""
+    try:
+        blob = torch.load(path, weights_only=True)
+        return TensorImageDataset(blob["images"], blob["targets"])
+    except Exception as err:  # unpickling refused, truncated, not a dict, wrong tensors
+        log.warning("ignoring the image cache %s (%s: %s); decoding the images again", path,
+                    type(err).__name__, str(err).splitlines()[0][:120])
+        return None
+
+
 def load_image_folder(
     root: str | Path,
     mode: str = "RGB",
@@ -102,9 +114,10 @@ def load_image_folder(
     cache_path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_path = cache_path / key
     if cache and cache_path.exists():
-        blob = torch.load(cache_path, weights_only=True)
-        log.info("loaded %d cached images from %s", len(blob["targets"]), cache_path)
-        return TensorImageDataset(blob["images"], blob["targets"], classes)
+        cached = _read_cache(cache_path)
+        if cached is not None:
+            log.info("loaded %d cached images from %s", len(cached.targets), cache_path)
+            return TensorImageDataset(cached.images, cached.targets, classes)
     log.info("decoding %d images under %s (once; cached afterwards)", len(samples), root)
     arrays = [_decode(p, mode) for p, _ in samples]
     shapes = {a.shape for a in arrays}

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -81,6 +82,7 @@ def run_steps(
             t0 = time.perf_counter()
             for name in method.steps:
                 STEPS[name].run(layer, cfg)
+            _check_finite(layer, method)
             final = sweep.finish(layer)
             if final is not None:
                 report.layers.append(_layer_report(layer, final, time.perf_counter() - t0))
@@ -90,6 +92,21 @@ def run_steps(
     dist.broadcast_module(snn)  # the same network on every rank, whatever rounding did
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_finite(layer: Layer, method: Method) -> None:
+    """Refuse non-finite or non-positive thresholds, and non-finite potentials or weights: they
+    would make a silently broken network."""
+    neuron = layer.neuron
+    bad = [name for name, t in (("threshold", neuron.threshold), ("initial potential", neuron.v0))
+           if not torch.isfinite(t).all()]
+    bad += [f"{type(m).__name__} {name}" for m in layer.synapses for name, p in m.named_parameters()
+            if not torch.isfinite(p).all()]
+    if not bad and not (neuron.threshold > 0).all():
+        bad = ["threshold (not positive)"]
+    if bad:
+        raise ValueError(f"calibration ({method.name}) of layer {layer.name} gave non-finite "
+                         f"{', '.join(bad)}: check the model's weights and the calibration images")
 
 
 def _layer_report(layer: Layer, final: LayerStats, seconds: float) -> LayerReport:

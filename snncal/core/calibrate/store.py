@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -44,7 +48,7 @@ class SpikeStore:
     """
 
     budget: list[int]
-    spill_dir: str
+    spill_dir: Callable[[], str]  # the folder for spilled minibatches, made when first needed
     entries: list[tuple[Tensor | str, tuple[int, ...]]] = field(default_factory=list)
 
     def append(self, spikes: Tensor) -> None:
@@ -59,7 +63,7 @@ class SpikeStore:
             self.budget[0] -= nbytes
             self.entries.append((packed, tuple(spikes.shape)))
         else:
-            fd, path = tempfile.mkstemp(suffix=".pt", dir=self.spill_dir)
+            fd, path = tempfile.mkstemp(suffix=".pt", dir=self.spill_dir())
             os.close(fd)
             torch.save(packed.cpu(), path)
             self.entries.append((path, tuple(spikes.shape)))
@@ -68,7 +72,7 @@ class SpikeStore:
         """Spikes of minibatch ``index`` as a bool tensor ``[T, B, ...]``."""
         packed, shape = self.entries[index]
         if isinstance(packed, str):
-            packed = torch.load(packed)
+            packed = torch.load(packed, weights_only=True)
         if packed.dtype == torch.bool:
             return packed.to(device)
         return unpack(packed.to(device), shape)
@@ -80,3 +84,28 @@ class SpikeStore:
             else:
                 self.budget[0] += packed.numel()
         self.entries.clear()
+
+
+_SPILL = re.compile(r"snncal-(\d+)-")
+
+
+def spill_folder(root: str | Path | None = None) -> Path:
+    """A new folder ``snncal-<pid>-*`` for spilled spike trains under ``root`` (default: the
+    system's temporary folder), after removing those of processes that no longer run: a killed
+    calibration cannot clean up after itself, the next one does."""
+    root = Path(root or tempfile.gettempdir())
+    for old in root.glob("snncal-*-*"):
+        match = _SPILL.match(old.name)
+        if match and old.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"snncal-{os.getpid()}-", dir=root))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -12,7 +12,7 @@ layers. A sweep whose steps need no spike trains (thresholds from the ANN alone)
 from __future__ import annotations
 
 import logging
-import tempfile
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from snncal.core import distributed as dist
-from snncal.core.calibrate.store import SpikeStore
+from snncal.core.calibrate.store import SpikeStore, spill_folder
 from snncal.core.engine import auto_max_batch, encode, run_nodes
 from snncal.core.neuron import IFNeuron, is_neuron
 
@@ -245,7 +245,7 @@ class Sweep:
         self.ann: dict[fx.Node, Tensor] = {}
         self.spikes: dict[fx.Node, SpikeStore] = {}
         self.budget = [cache_bytes]
-        self._tmp = tempfile.TemporaryDirectory(prefix="snncal-", dir=spill_dir)
+        self._spill_root, self._spill = spill_dir, None
         self.generator = torch.Generator(device=images.device).manual_seed(seed + dist.rank())
         self.node_runs = 0
         readers = [inp for seg in self.segments for inp in seg.inputs]
@@ -334,7 +334,7 @@ class Sweep:
         stats = LayerStats(zeros, zeros.clone(), 0.0, 0)
         sq_sum = torch.zeros((), dtype=torch.float64, device=target.device)  # no host sync per minibatch
         if store:
-            self.spikes[seg.neuron] = SpikeStore(self.budget, self._tmp.name)
+            self.spikes[seg.neuron] = SpikeStore(self.budget, self._spill_dir)
         for b, index in enumerate(self.slices):
             current, temporal = self.run_segment(seg, *self.snn_inputs(seg, b))
             x = current.view(self.T, -1, *current.shape[1:]) if temporal else current
@@ -367,7 +367,14 @@ class Sweep:
         for store in self.spikes.values():
             store.free()
         self.spikes.clear()
-        self._tmp.cleanup()
+        if self._spill is not None:
+            shutil.rmtree(self._spill, ignore_errors=True)
+
+    def _spill_dir(self) -> str:
+        """The folder for spike trains beyond ``cache_bytes``, made when first needed."""
+        if self._spill is None:
+            self._spill = spill_folder(self._spill_root)
+        return str(self._spill)
 
     def __enter__(self) -> Sweep:
         return self

@@ -15,6 +15,7 @@ from snncal.core.graph.passes import (
     avgpool_to_dwconv,
     canonicalize_activations,
     check_finite,
+    check_input_broadcast,
     check_supported,
     fold_bn,
     is_activation,
@@ -28,6 +29,7 @@ __all__ = [
     "avgpool_to_dwconv",
     "canonicalize_activations",
     "check_finite",
+    "check_input_broadcast",
     "check_supported",
     "fold_bn",
     "is_activation",
@@ -67,6 +69,7 @@ def prepare(
         example = example.float()
     gm = trace(model)
     propagate(gm, example)  # a wrong input fails here, at the user's node, not inside a pass
+    check_input_broadcast(gm)
     gm = _run(passes.canonicalize_activations, gm)  # first: in-place ops look dead to DCE
     gm = _run(passes.fold_bn, _run(passes.remove_dropout, gm))
     if maxpool_to_avgpool:

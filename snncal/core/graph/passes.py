@@ -454,3 +454,32 @@ def check_finite(model: nn.Module) -> None:
             "The checkpoint is broken (a diverged training run or a bad load): convert a "
             "checkpoint whose weights are all finite."
         )
+
+
+_ELEMENTWISE = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub,
+                torch.mul, torch.div, "add", "sub", "mul", "div"}
+
+
+def check_input_broadcast(gm: fx.GraphModule) -> None:
+    """Refuse an input that a constant broadcasts up before the first layer reads it.
+
+    A model trained on 3-channel images whose first op is ``(x - mean) / std`` with a ``[3, 1, 1]``
+    mean quietly turns a 1-channel image into 3 identical channels and runs; so does any other
+    size-1 dimension. Needs a graph that ran on an example (:func:`propagate`).
+    """
+    reached = {n for n in gm.graph.nodes if n.op == "placeholder"}  # the input, before any module
+    for node in gm.graph.nodes:
+        inputs = [a for a in node.all_input_nodes if a in reached]
+        if not inputs or node.op not in ("call_function", "call_method"):
+            continue
+        reached.add(node)
+        src = getattr(inputs[0].meta.get("tensor_meta"), "shape", None)
+        out = getattr(node.meta.get("tensor_meta"), "shape", None)
+        if node.target in _ELEMENTWISE and src is not None and out is not None and len(src) == len(out):
+            grown = [d for d in range(1, len(out)) if src[d] == 1 and out[d] > 1]
+            if grown:
+                raise ConversionError(
+                    f"the input of shape {tuple(src)} is broadcast to {tuple(out)} at {describe(gm, node)}: "
+                    f"the model expects size {out[grown[0]]} in dimension {grown[0]}. Pass inputs of the "
+                    "shape it was trained on (e.g. 3-channel images for a model trained on CIFAR)"
+                )
