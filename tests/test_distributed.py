@@ -222,3 +222,40 @@ def test_evaluate_takes_a_dataset_or_a_loader_in_one_process():
     assert by_set[8] == pytest.approx(100 * hits / TEST_IMAGES)
     ann = snncal.evaluate(model, TensorDataset(x, y), batch_size=5).ann
     assert ann == pytest.approx(100 * (model(x).argmax(1) == y).sum().item() / TEST_IMAGES)
+
+
+def _sweep_command(out, ann, fmnist) -> list[str]:
+    return ["sweep", "--checkpoint", str(ann / "last"), "--data-dir", str(fmnist), "--methods", "none",
+            "light", "--T", "4", "--test-images", "21", "--num-images", "24", "--batch-size", "8",
+            "--out", str(out), "--threads", "1", "--no-progress"]
+
+
+def test_the_command_line_under_torchrun_writes_what_one_process_writes(ann, fmnist, tmp_path):
+    """``torchrun --nproc_per_node 2 -m snncal sweep``: rank 0 alone writes, and its rows are one
+    process's rows (none bit for bit; light to float tolerance: the sums are split over ranks)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "snncal", *_sweep_command(tmp_path / "one", ann, fmnist)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    two = subprocess.run([*torchrun, "-m", "snncal", *_sweep_command(tmp_path / "two", ann, fmnist)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("# Sweep") == 1  # rank 0 prints
+    rows = {}
+    for run in ("one", "two"):
+        saved = json.loads((tmp_path / run / "sweep.json").read_text())
+        rows[run] = {r["method"]: r for r in saved["rows"]}
+        assert saved["ann"]["acc"] == rows.setdefault("ann", saved["ann"]["acc"])
+    for key in ("acc", "agreement", "test_images"):
+        assert rows["two"]["none"][key] == rows["one"]["none"][key]
+        assert rows["two"]["light"][key] == rows["one"]["light"][key]
+    assert rows["two"]["none"]["logit_mse"] == pytest.approx(rows["one"]["none"]["logit_mse"], rel=1e-9)
+    assert rows["two"]["light"]["logit_mse"] == pytest.approx(rows["one"]["light"]["logit_mse"], rel=1e-4)
+    assert rows["two"]["light"]["test_images"] == 21

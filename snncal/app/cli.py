@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from snncal.app.options import add_options, from_args, positive_int
+from snncal.core import distributed as dist
 from snncal.core.config import ConvertConfig
 
 log = logging.getLogger("snncal")
@@ -81,11 +83,14 @@ def _ints(p: argparse.ArgumentParser, flag: str, default: Sequence[int], text: s
 
 
 def _setup(args: argparse.Namespace) -> Any:
-    """The device, after the checks every command makes first; sets the thread count."""
+    """The device, after the checks every command makes first; sets the thread count. Under
+    ``torchrun`` each rank takes its own GPU (``--device auto`` or ``cuda``)."""
     from snncal.app.runtime import check_out_dir, device, set_threads
 
     check_out_dir(args.out)
     dev = device(args.device)
+    if args.gpu is not None and dev.type == "cuda":
+        dev = args.gpu
     args.threads = set_threads(args.threads)
     return dev
 
@@ -126,6 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert and calibrate an ANN checkpoint; save the SNN (safetensors + JSON)."""
+    from snncal.app.experiment import calibration_share
     from snncal.app.report import calibration_table
     from snncal.app.runtime import splits
     from snncal.core.convert import convert
@@ -136,9 +142,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     model, meta = _load_ann(args.checkpoint, dev)
     name, calib, _ = splits(meta, args.dataset, args.data_dir)
     t0 = time.perf_counter()
-    snn = convert(model, calib, cfg, progress=args.progress)
+    snn = convert(model, calibration_share(calib, cfg), cfg, progress=args.progress)
     seconds = time.perf_counter() - t0
     out = Path(args.out)
+    if not dist.is_main():
+        return 0
     path = save(snn, out / "snn", meta={
         "ann": meta, "config": cfg.to_dict(), "input_shape": list(calib[0][0].shape),
         "ann_checkpoint": str(Path(args.checkpoint).resolve()), "dataset": name,
@@ -195,10 +203,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _say(f"{name}, {subset}", "")
     out = Path(args.out)
     if snn is None:
-        result["evaluation"] = evaluation = evaluate(model, loader, device=dev, progress=args.progress)
+        evaluation = evaluate(model, data, device=dev, progress=args.progress,
+                              batch_size=args.eval_batch_size, num_workers=args.workers)
+        result["evaluation"] = evaluation
         _say(f"ANN accuracy: {evaluation.ann:.2f}%")
     else:
-        evaluation = evaluate(snn, loader, T=args.T, ann=model, device=dev, progress=args.progress)
+        evaluation = evaluate(snn, data, T=args.T, ann=model, device=dev, progress=args.progress,
+                              batch_size=args.eval_batch_size, num_workers=args.workers)
         rates = firing_rates(snn, loader, T=args.rate_T, max_images=args.rate_images)
         result.update(evaluation=evaluation, snn_T=snn.T, rates=rates, calibration=snn.calibration)
         ann = "-" if evaluation.ann is None else f"{evaluation.ann:.2f}"
@@ -211,13 +222,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.stats:
             result["stats"] = cost = stats(snn, loader, T=args.rate_T, max_images=args.rate_images)
             _say(f"cost on {n} images (T={cost.T}):", "", stats_table(cost))
-        if plots.available():
+        if plots.available() and dist.is_main():
             files["rates_plot"] = str(plots.plot_firing_rates(rates, out / "firing_rates.png"))
             if args.stats:
                 files["stats_plot"] = str(plots.plot_layer_stats(result["stats"], out / "layer_stats.png"))
         result["files"] = files
-    atomic_write_json(out / "evaluate.json", result)
-    _say(f"wrote {out / 'evaluate.json'}")
+    if dist.is_main():
+        atomic_write_json(out / "evaluate.json", result)
+        _say(f"wrote {out / 'evaluate.json'}")
     return 0
 
 
@@ -247,7 +259,8 @@ def _experiment(args: argparse.Namespace, stem: str, methods: Sequence[str], Ts:
     network = NETWORKS.get(meta["arch"]) if paper and name == "cifar10" else None
     columns = {"Use BN": "yes" if _has_bn(model) else "no"} if paper else None
     table, files = experiment.write(rows, methods, Ts, title, network=network, columns=columns)
-    _say(f"# {title}", "", table, "wrote " + ", ".join(files.values()))
+    if dist.is_main():
+        _say(f"# {title}", "", table, "wrote " + ", ".join(files.values()))
     return 0
 
 
@@ -397,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
@@ -407,8 +420,16 @@ def _setup_logging(verbose: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``snncal`` command: exit code 2 and one line for a bad input, 1 and one
-    line for anything unexpected (``-vv`` shows the traceback)."""
+    line for anything unexpected (``-vv`` shows the traceback).
+
+    Under ``torchrun`` every rank runs the command on its share of the data (docs/distributed.md);
+    rank 0 alone prints and writes files.
+    """
     args = build_parser().parse_args(argv)
+    args.gpu = dist.start()
+    if not dist.is_main():
+        args.verbose, args.progress = -1, False
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (rank 0 prints the tables)
     _setup_logging(args.verbose)
     try:
         return args.func(args)

@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from snncal.app.results import ResultsFile, Row, accuracy_table, table9, write_csv
+from snncal.core import distributed as dist
 from snncal.core.calibrate import get_method
 from snncal.core.config import ConvertConfig, make_config
-from snncal.core.convert import convert
+from snncal.core.convert import calibration_set, convert
 from snncal.core.evaluate import evaluate
 from snncal.core.files import atomic_write_text
 from snncal.core.subsets import describe_subset, evenly_spaced
@@ -47,6 +48,17 @@ def grid(methods: Sequence[str], Ts: Sequence[int], seeds: Sequence[int]) -> lis
     if not methods or not Ts or not seeds:
         raise ValueError("an experiment needs at least one method, one T and one seed")
     return [(m, T, s) for s in seeds for m in methods for T in Ts]
+
+
+def calibration_share(data: Dataset, cfg: ConvertConfig) -> Dataset | list:
+    """What this rank calibrates on: ``data`` itself in one process; under ``torch.distributed``
+    its block of the very images one process would draw with ``cfg.seed``, so that the ranks
+    together calibrate on the same set (and give the same files) as one process."""
+    if not dist.is_parallel():
+        return data
+    images, labels = calibration_set(data, cfg.num_images, cfg.seed)
+    block = dist.shard_range(len(images), dist.rank(), dist.world_size())
+    return [(images[block.start : block.stop], None if labels is None else labels[block.start : block.stop])]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -85,10 +97,9 @@ class Experiment:
     ) -> None:
         self.model, self.calib_data, self.base, self.device = model, calib_data, base, device
         self.progress = progress
-        subset = evenly_spaced(test_data, test_images)
-        self.subset = describe_subset(len(subset), len(test_data))  # type: ignore[arg-type]
-        self.loader = DataLoader(subset, batch_size=batch_size, num_workers=workers,
-                                 pin_memory=torch.device(device).type == "cuda")
+        self.test = evenly_spaced(test_data, test_images)
+        self.subset = describe_subset(len(self.test), len(test_data))  # type: ignore[arg-type]
+        self.batch_size, self.workers = batch_size, workers
         fixed = {k: v for k, v in base.to_dict().items() if k not in ("method", "T", "seed")}
         self.results = ResultsFile(results, config or {}, {
             **(protocol or {}), "test_images": self.subset, "convert": fixed,
@@ -99,7 +110,8 @@ class Experiment:
         """The ANN's top-1 accuracy on the test subset (measured once, kept in the results file)."""
         if "acc" not in self.results.ann:
             t0 = time.perf_counter()
-            acc = evaluate(self.model, self.loader, device=self.device).ann
+            acc = evaluate(self.model, self.test, device=self.device, batch_size=self.batch_size,
+                           num_workers=self.workers).ann
             self.results.set_ann(acc=acc, eval_seconds=time.perf_counter() - t0)
         return float(self.results.ann["acc"])
 
@@ -107,9 +119,10 @@ class Experiment:
         """Convert the model for ``T`` with ``method`` and calibration images of ``seed``; evaluate."""
         cfg = make_config(self.base, method=method, T=T, seed=seed)
         t0 = time.perf_counter()
-        snn = convert(self.model, self.calib_data, cfg, progress=self.progress)
+        snn = convert(self.model, calibration_share(self.calib_data, cfg), cfg, progress=self.progress)
         t1 = time.perf_counter()
-        result = evaluate(snn, self.loader, T=[T], ann=self.model, device=self.device)
+        result = evaluate(snn, self.test, T=[T], ann=self.model, device=self.device,
+                          batch_size=self.batch_size, num_workers=self.workers)
         report = snn.calibration
         layers = report.layers if report is not None else []
         return Row(
@@ -159,6 +172,8 @@ class Experiment:
         table = (table9(rows, self.ann_accuracy, methods, Ts, network, columns) if network
                  else accuracy_table(rows, self.ann_accuracy, methods, Ts, columns=columns))
         stem = self.results.path.with_suffix("")
+        if not dist.is_main():  # rank 0 writes the files
+            return f"{caption}\n\n{table}", {}
         files = {
             "json": str(self.results.path),
             "csv": str(write_csv(stem.with_suffix(".csv"), rows)),

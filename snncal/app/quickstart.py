@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import DataLoader
+
 from snncal.app.experiment import Experiment, grid
 from snncal.app.results import Row
 from snncal.core.config import ConvertConfig, make_config
@@ -138,11 +140,12 @@ def run_quickstart(
         "ann": meta, "config": rate_cfg.to_dict(), "input_shape": list(test[0][0].shape),
         "ann_checkpoint": str((out / "ann" / "last").resolve()), "dataset": cfg.dataset,
     })
-    rates = firing_rates(snn, experiment.loader, max_images=cfg.rate_images)
+    loader = DataLoader(experiment.test, batch_size=cfg.eval_batch_size, num_workers=cfg.workers)
+    rates = firing_rates(snn, loader, max_images=cfg.rate_images)
     seconds["rates"] = time.perf_counter() - t2
 
     name = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}[cfg.dataset]
-    title = f"cnn_small on {name}: SNN accuracy on {len(experiment.loader.dataset)} test images"
+    title = f"cnn_small on {name}: SNN accuracy on {len(experiment.test)} test images"
     table, files = experiment.write(rows, cfg.methods, cfg.Ts, title)
     files["results"] = files.pop("json")
     files["table"] = files.pop("markdown")
@@ -157,5 +160,5 @@ def run_quickstart(
             {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), **seconds}]
     experiment.results.set_extra(rates=rates, files=files, runs=runs)  # one entry per call
     return QuickstartResult(cfg.dataset, experiment.ann_accuracy, summary["test_acc"],
-                            summary["train_seconds"], len(experiment.loader.dataset), experiment.subset,
+                            summary["train_seconds"], len(experiment.test), experiment.subset,
                             rows, rates, table, files, seconds)

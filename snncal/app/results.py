@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from snncal.app.paper import published
+from snncal.core import distributed as dist
 from snncal.core.files import FileFormatError, atomic_write_json, atomic_write_text, to_plain
 
 __all__ = [
@@ -250,7 +251,9 @@ class ResultsFile:
         self.save()
 
     def save(self) -> None:
-        """Rewrite the file atomically."""
+        """Rewrite the file atomically (under ``torch.distributed``, rank 0 alone writes)."""
+        if not dist.is_main():
+            return
         atomic_write_json(self.path, {
             "format": FORMAT, "config": self.config, "protocol": self.protocol, "ann": self.ann,
             "rows": self.rows, "extra": self.extra,

@@ -17,9 +17,25 @@ from torch.utils.data import Dataset, Subset
 
 __all__ = [
     "all_reduce_max", "all_reduce_sum", "average_gradients", "barrier", "broadcast", "broadcast_module",
-    "is_main",
-    "is_parallel", "rank", "shard", "shard_range", "share", "sum_scalars", "world_size",
+    "is_main", "is_parallel", "rank", "shard", "shard_range", "share", "start", "sum_scalars", "world_size",
 ]
+
+
+def start() -> torch.device | None:
+    """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1):
+    NCCL with one GPU per local rank when CUDA is there, else gloo. Returns this rank's GPU, or
+    ``None`` (no GPU, or a single process)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    cuda = torch.cuda.is_available()
+    gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else None
+    if gpu is not None:
+        torch.cuda.set_device(gpu)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return gpu
 
 
 def is_parallel() -> bool:
