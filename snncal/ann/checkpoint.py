@@ -19,7 +19,14 @@ import torch.nn as nn
 
 from snncal.core.files import FileFormatError, checkpoint_paths, read_tensors, write_tensors
 
-__all__ = ["FORMAT", "digest", "load_checkpoint", "model_from_meta", "read_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "digest",
+    "load_checkpoint",
+    "model_from_meta",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT = "snncal-checkpoint/1"
 

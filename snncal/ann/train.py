@@ -43,7 +43,12 @@ from snncal.core.evaluate import evaluate
 from snncal.core.files import atomic_write_bytes, atomic_write_json
 from snncal.core.subsets import evenly_spaced, random_indices
 
-__all__ = ["TrainConfig", "build_model", "train", "train_one_epoch"]
+__all__ = [
+    "TrainConfig",
+    "build_model",
+    "train",
+    "train_one_epoch",
+]
 
 log = logging.getLogger("snncal")
 

@@ -28,6 +28,11 @@ from snncal.app.options import add_options, from_args, positive_int
 from snncal.core import distributed as dist
 from snncal.core.config import ConvertConfig
 
+__all__ = [
+    "build_parser",
+    "main",
+]
+
 log = logging.getLogger("snncal")
 
 _EPILOG = "Run `snncal COMMAND -h` for the options of a command."
@@ -104,7 +109,7 @@ def _load_ann(path: str, dev: Any) -> tuple[Any, dict[str, Any]]:
 # ----------------------------------------------------------------------------- commands
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _cmd_train(args: argparse.Namespace) -> int:
     """Train a zoo model with the paper's recipe."""
     from snncal.ann.train import TrainConfig, train
     from snncal.app.runtime import check_out_dir
@@ -129,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
+def _cmd_convert(args: argparse.Namespace) -> int:
     """Convert and calibrate an ANN checkpoint; save the SNN (safetensors + JSON)."""
     from snncal.app.experiment import calibration_share
     from snncal.app.report import calibration_table
@@ -181,7 +186,7 @@ def _evaluation_inputs(args: argparse.Namespace, dev: Any) -> tuple:
     return snn, model, name, test
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def _cmd_evaluate(args: argparse.Namespace) -> int:
     """Accuracy of an ANN and/or an SNN at several T; the SNN's firing rates and, with --stats,
     its synaptic operations and energy against the ANN."""
     from torch.utils.data import DataLoader
@@ -270,19 +275,19 @@ def _has_bn(model: Any) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def _cmd_sweep(args: argparse.Namespace) -> int:
     """Methods x T x seeds for one model, into one resumable results file."""
     return _experiment(args, "sweep", args.methods, args.T, args.seeds, "Sweep")
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
+def _cmd_reproduce(args: argparse.Namespace) -> int:
     """The protocol of the paper's Table 9: every method at T in 32..2048 over seeds, with the
     paper's published rows beside ours for its networks."""
     seeds = list(range(args.seed, args.seed + args.num_seeds))
     return _experiment(args, "reproduce", args.methods, args.T, seeds, "Table 9 protocol", paper=True)
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def _cmd_export(args: argparse.Namespace) -> int:
     """Export a saved SNN to NIR (the neuromorphic intermediate representation)."""
     from snncal.core.export import export_nir, load, read_meta
 
@@ -292,7 +297,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_quickstart(args: argparse.Namespace) -> int:
+def _cmd_quickstart(args: argparse.Namespace) -> int:
     """Train a small CNN, convert it with none / light / advanced, sweep T, write table and plots."""
     from snncal.app import quickstart as qs
     from snncal.app.runtime import check_out_dir, device
@@ -339,17 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = command("train", cmd_train)
+    p = command("train", _cmd_train)
     add_options(p, TrainConfig, "training (snncal.ann.train.TrainConfig)", skip=("out_dir",))
     p.add_argument("--out", default="runs/train", help="checkpoints, logs and resume state")
     p.add_argument("-v", "--verbose", action="count", default=1, help="log more")
 
-    p = command("convert", cmd_convert)
+    p = command("convert", _cmd_convert)
     _model_options(p)
     add_options(p, ConvertConfig, "conversion (snncal.ConvertConfig)")
     _run_options(p, "runs/convert")
 
-    p = command("evaluate", cmd_evaluate)
+    p = command("evaluate", _cmd_evaluate)
     _model_options(p, checkpoint_required=False)
     p.add_argument("--snn", default=None, help="SNN saved by `snncal convert`")
     _ints(p, "--T", (16, 32, 64, 128, 256), "simulation lengths, all from one simulation")
@@ -360,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="synaptic operations, MACs and energy per image")
     _run_options(p, "runs/evaluate")
 
-    grids = (("sweep", cmd_sweep, "runs/sweep"), ("reproduce", cmd_reproduce, "runs/reproduce"))
+    grids = (("sweep", _cmd_sweep, "runs/sweep"), ("reproduce", _cmd_reproduce, "runs/reproduce"))
     for name, func, out in grids:
         p = command(name, func)
         _model_options(p)
@@ -377,12 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_options(p, ConvertConfig, "conversion (snncal.ConvertConfig)", skip=("seed", "method", "T"))
         _run_options(p, out)
 
-    p = command("export", cmd_export)
+    p = command("export", _cmd_export)
     p.add_argument("--snn", required=True, help="SNN saved by `snncal convert`")
     p.add_argument("--nir", required=True, help="NIR file to write (e.g. snn.nir)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more")
 
-    p = command("quickstart", cmd_quickstart)
+    p = command("quickstart", _cmd_quickstart)
     d = QuickstartConfig()
     p.add_argument("--data", default=None, help="a CIFAR-10 ImageFolder copy (ROOT/{train,test}/<class>/*); "
                    "default: Fashion-MNIST from /usr/share/datasets/fashion-mnist")

@@ -30,7 +30,13 @@ from snncal.core.evaluate import evaluate
 from snncal.core.files import atomic_write_text
 from snncal.core.subsets import describe_subset, evenly_spaced
 
-__all__ = ["PAPER_METHODS", "PAPER_TS", "Experiment", "grid"]
+__all__ = [
+    "PAPER_METHODS",
+    "PAPER_TS",
+    "Experiment",
+    "calibration_share",
+    "grid",
+]
 
 log = logging.getLogger("snncal")
 

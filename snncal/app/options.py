@@ -8,7 +8,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-__all__ = ["add_options", "from_args", "positive_int"]
+__all__ = [
+    "add_options",
+    "from_args",
+    "positive_int",
+]
 
 C = TypeVar("C")
 _TYPES = {"int": int, "float": float, "str": str}

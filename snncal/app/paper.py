@@ -6,7 +6,11 @@ Method names are snncal's (``opt`` is "Opt. with BN" of the paper's re-implement
 
 from __future__ import annotations
 
-__all__ = ["NETWORKS", "TABLE9", "published"]
+__all__ = [
+    "NETWORKS",
+    "TABLE9",
+    "published",
+]
 
 _TS = (32, 64, 128, 256, 2048)
 

@@ -17,7 +17,12 @@ from snncal.core.evaluate import LayerRate
 from snncal.core.files import atomic_write_bytes
 from snncal.core.stats import NetworkStats
 
-__all__ = ["available", "plot_accuracy", "plot_firing_rates", "plot_layer_stats"]
+__all__ = [
+    "available",
+    "plot_accuracy",
+    "plot_firing_rates",
+    "plot_layer_stats",
+]
 
 _STYLE = {  # method -> (colour, marker); others cycle through the default colours
     "none": ("#7f7f7f", "o"),

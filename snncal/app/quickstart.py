@@ -28,7 +28,11 @@ from snncal.core.config import ConvertConfig, make_config
 from snncal.core.convert import convert
 from snncal.core.evaluate import LayerRate, firing_rates
 
-__all__ = ["QuickstartConfig", "QuickstartResult", "run_quickstart"]
+__all__ = [
+    "QuickstartConfig",
+    "QuickstartResult",
+    "run_quickstart",
+]
 
 log = logging.getLogger("snncal")
 

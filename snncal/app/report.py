@@ -7,7 +7,11 @@ from snncal.core.calibrate import CalibrationReport
 from snncal.core.evaluate import LayerRate
 from snncal.core.stats import NetworkStats
 
-__all__ = ["calibration_table", "rates_table", "stats_table"]
+__all__ = [
+    "calibration_table",
+    "rates_table",
+    "stats_table",
+]
 
 
 def rates_table(rates: list[LayerRate]) -> str:

@@ -10,7 +10,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["check_out_dir", "device", "evaluation_split", "set_threads", "splits"]
+__all__ = [
+    "check_out_dir",
+    "device",
+    "evaluation_split",
+    "set_threads",
+    "splits",
+]
 
 log = logging.getLogger("snncal")
 

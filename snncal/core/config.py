@@ -10,7 +10,12 @@ from snncal.core.engine import AMP, ENCODINGS
 from snncal.core.neuron import RESETS
 from snncal.core.observers import RULES
 
-__all__ = ["ConvertConfig", "check_float", "check_int", "make_config"]
+__all__ = [
+    "ConvertConfig",
+    "check_float",
+    "check_int",
+    "make_config",
+]
 
 
 def _f(default: Any, help: str) -> Any:

@@ -34,7 +34,13 @@ from snncal.core.neuron import IFNeuron
 from snncal.core.subsets import random_indices
 
 __all__ = [
-    "calibrate", "calibration_images", "calibration_set", "convert", "observe", "prepare", "to_spiking",
+    "calibrate",
+    "calibration_images",
+    "calibration_set",
+    "convert",
+    "observe",
+    "prepare",
+    "to_spiking",
 ]
 
 log = logging.getLogger("snncal")

@@ -16,8 +16,21 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 __all__ = [
-    "all_reduce_max", "all_reduce_sum", "average_gradients", "barrier", "broadcast", "broadcast_module",
-    "is_main", "is_parallel", "rank", "shard", "shard_range", "share", "start", "sum_scalars", "world_size",
+    "all_reduce_max",
+    "all_reduce_sum",
+    "average_gradients",
+    "barrier",
+    "broadcast",
+    "broadcast_module",
+    "is_main",
+    "is_parallel",
+    "rank",
+    "shard",
+    "shard_range",
+    "share",
+    "start",
+    "sum_scalars",
+    "world_size",
 ]
 
 

@@ -24,6 +24,23 @@ from torch import Tensor, fx, nn
 
 from snncal.core.neuron import SCAN_BLOCK, IFNeuron, is_neuron
 
+__all__ = [
+    "AMP",
+    "ENCODINGS",
+    "MAX_BATCH",
+    "SpikingNetwork",
+    "auto_max_batch",
+    "autocast",
+    "cuda_max_batch",
+    "encode",
+    "poisson",
+    "residual_adds",
+    "run_ann",
+    "run_nodes",
+    "simulate",
+    "switch",
+]
+
 ENCODINGS = ("direct", "poisson", "switch")
 MAX_BATCH = 64  # time-folded batch (steps x images) on a CPU: keeps its caches warm
 # GPU memory an image-step may hold: VGG-16 at 224 x 224, the zoo's largest activations, keeps

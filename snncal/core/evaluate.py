@@ -19,7 +19,14 @@ from tqdm.auto import tqdm
 from snncal.core import distributed as dist
 from snncal.core.engine import SpikingNetwork, simulate
 
-__all__ = ["DEFAULT_TS", "Evaluation", "LayerRate", "evaluate", "firing_rates", "input_batches"]
+__all__ = [
+    "DEFAULT_TS",
+    "Evaluation",
+    "LayerRate",
+    "evaluate",
+    "firing_rates",
+    "input_batches",
+]
 
 DEFAULT_TS = (16, 32, 64, 128, 256)
 

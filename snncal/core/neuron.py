@@ -15,6 +15,16 @@ import warnings
 import torch
 from torch import Tensor, fx, nn
 
+__all__ = [
+    "RESETS",
+    "IFNeuron",
+    "clip_floor",
+    "if_scan",
+    "is_neuron",
+    "surrogate_scan",
+    "switch_scan",
+]
+
 RESETS = ("subtract", "zero", "switch")  # "switch": the TSC neuron (one burst, see switch_scan)
 FUSE_MIN_NUMEL = 1 << 17  # below this, the eager ops cost no more than a compiled call (~0.1 ms)
 SCAN_BLOCK = 8  # steps per compiled call: one graph per block length, unrolled

@@ -16,6 +16,13 @@ from torch import Tensor, nn
 from snncal.core import distributed as dist
 from snncal.core.neuron import clip_floor
 
+__all__ = [
+    "RULES",
+    "HistogramObserver",
+    "MaxObserver",
+    "finalize",
+]
+
 RULES = ("max", "percentile", "mmse")  # threshold rules answered by the observers
 
 

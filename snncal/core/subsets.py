@@ -10,7 +10,11 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Subset
 
-__all__ = ["describe_subset", "evenly_spaced", "random_indices"]
+__all__ = [
+    "describe_subset",
+    "evenly_spaced",
+    "random_indices",
+]
 
 
 def random_indices(total: int, n: int, seed: int) -> list[int]:

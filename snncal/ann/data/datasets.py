@@ -14,7 +14,12 @@ from snncal.ann.data.idx import read_idx
 from snncal.ann.data.tensor import TensorImageDataset, load_image_folder
 from snncal.ann.data.transforms import build_transform
 
-__all__ = ["DATASETS", "DatasetInfo", "build_dataset", "dataset_info"]
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "build_dataset",
+    "dataset_info",
+]
 
 log = logging.getLogger("snncal")
 

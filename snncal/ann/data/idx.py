@@ -11,7 +11,9 @@ import numpy as np
 
 from snncal.core.files import FileFormatError
 
-__all__ = ["read_idx"]
+__all__ = [
+    "read_idx",
+]
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

@@ -17,7 +17,11 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from snncal.core.files import atomic_write_bytes
 
-__all__ = ["TensorImageDataset", "default_cache_dir", "load_image_folder"]
+__all__ = [
+    "TensorImageDataset",
+    "default_cache_dir",
+    "load_image_folder",
+]
 
 log = logging.getLogger("snncal")
 

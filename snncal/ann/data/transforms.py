@@ -13,7 +13,11 @@ import torch
 import torch.nn as nn
 from torchvision.transforms import v2
 
-__all__ = ["AUGMENTATIONS", "Cutout", "build_transform"]
+__all__ = [
+    "AUGMENTATIONS",
+    "Cutout",
+    "build_transform",
+]
 
 AUGMENTATIONS = ("paper", "basic", "none")
 

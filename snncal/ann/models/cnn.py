@@ -8,6 +8,11 @@ from torch import nn
 from snncal.ann.models._registry import register_model
 from snncal.ann.models.layers import scale_channels
 
+__all__ = [
+    "SmallCNN",
+    "cnn_small",
+]
+
 
 class SmallCNN(nn.Module):
     """Three stride-2 conv-BN-ReLU blocks and a linear classifier (about 20k parameters).

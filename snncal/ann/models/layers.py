@@ -8,7 +8,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["Normalize", "scale_channels", "with_normalize"]
+__all__ = [
+    "Normalize",
+    "scale_channels",
+    "with_normalize",
+]
 
 
 class Normalize(nn.Module):

@@ -8,7 +8,11 @@ import torch.nn as nn
 from snncal.ann.models._registry import register_model
 from snncal.ann.models.layers import scale_channels
 
-__all__ = ["MobileNetV1"]
+__all__ = [
+    "MobileNetV1",
+    "mobilenet",
+    "mobilenet_cifar",
+]
 
 # (output channels, stride) of the 13 depthwise-separable blocks.
 MOBILENET_CFG: tuple[tuple[int, int], ...] = (

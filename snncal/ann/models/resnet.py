@@ -17,7 +17,16 @@ import torch.nn.functional as F
 from snncal.ann.models._registry import register_model
 from snncal.ann.models.layers import scale_channels
 
-__all__ = ["BasicBlock", "ResNet"]
+__all__ = [
+    "BasicBlock",
+    "PadShortcut",
+    "ResNet",
+    "resnet20",
+    "resnet20_he",
+    "resnet32_he",
+    "resnet34",
+    "resnet56_he",
+]
 
 
 class PadShortcut(nn.Module):

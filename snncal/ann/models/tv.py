@@ -13,6 +13,9 @@ import torchvision.models as tvm
 
 from snncal.ann.models._registry import register_model
 
+__all__ = [
+]
+
 # Checked once by building each on the meta device, listing its activation modules and tracing it
 # with torch.fx (tests re-check a few): only ReLU/ReLU6, fx-traceable. Excluded: EfficientNet,
 # MobileNetV3, RegNetY (SiLU / Hardswish / Sigmoid), ConvNeXt, Swin, ViT, MaxViT (GELU, attention).

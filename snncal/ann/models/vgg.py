@@ -12,7 +12,11 @@ import torch.nn as nn
 from snncal.ann.models._registry import register_model
 from snncal.ann.models.layers import scale_channels
 
-__all__ = ["VGG"]
+__all__ = [
+    "VGG",
+    "vgg16",
+    "vgg16_bn",
+]
 
 VGG16_CFG: tuple[int | str, ...] = (
     64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512, "A",

@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+__all__ = [
+    "bias_correction",
+]
+
 if TYPE_CHECKING:
     from snncal.core.calibrate.sweep import Layer
     from snncal.core.config import ConvertConfig

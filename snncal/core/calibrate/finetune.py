@@ -24,6 +24,10 @@ from snncal.core import distributed as dist
 from snncal.core.calibrate.sweep import SYNAPSES
 from snncal.core.engine import simulate
 
+__all__ = [
+    "hybrid_finetune",
+]
+
 if TYPE_CHECKING:
     from snncal.core.config import ConvertConfig
     from snncal.core.engine import SpikingNetwork

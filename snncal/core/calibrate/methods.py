@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from snncal.core.engine import SpikingNetwork
 
 __all__ = [
-    "METHODS", "NETWORK_STEPS", "STEPS", "Method", "Step", "get_method", "register_method", "register_step",
+    "METHODS",
+    "NETWORK_STEPS",
+    "STEPS",
+    "Method",
+    "Step",
+    "get_method",
+    "register_method",
+    "register_step",
 ]
 
 

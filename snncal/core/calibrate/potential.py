@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+__all__ = [
+    "potential_correction",
+]
+
 if TYPE_CHECKING:
     from snncal.core.calibrate.sweep import Layer
     from snncal.core.config import ConvertConfig

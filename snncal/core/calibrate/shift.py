@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+__all__ = [
+    "threshold_shift",
+]
+
 if TYPE_CHECKING:
     from snncal.core.calibrate.sweep import Layer
     from snncal.core.config import ConvertConfig

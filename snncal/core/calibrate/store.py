@@ -20,6 +20,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+__all__ = [
+    "SpikeStore",
+    "pack",
+    "spill_folder",
+    "unpack",
+]
+
 _BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 

@@ -25,6 +25,18 @@ from snncal.core.calibrate.store import SpikeStore, spill_folder
 from snncal.core.engine import auto_max_batch, encode, run_nodes
 from snncal.core.neuron import IFNeuron, is_neuron
 
+__all__ = [
+    "CalibrationReport",
+    "Layer",
+    "LayerReport",
+    "LayerStats",
+    "Segment",
+    "Sweep",
+    "bias_synapse",
+    "segments",
+    "synapses",
+]
+
 log = logging.getLogger("snncal")
 
 SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)

@@ -17,6 +17,16 @@ from torch import Tensor
 
 from snncal.core import observers as obs
 
+__all__ = [
+    "max_threshold",
+    "mmse_threshold",
+    "percentile_threshold",
+    "set_threshold",
+    "snn_max",
+    "snn_max_07",
+    "threshold",
+]
+
 if TYPE_CHECKING:
     from snncal.core.calibrate.sweep import Layer
     from snncal.core.config import ConvertConfig

@@ -12,6 +12,12 @@ from torch import Tensor
 
 from snncal.core import distributed as dist
 
+__all__ = [
+    "clip_floor_ste",
+    "fit",
+    "weight_calibration",
+]
+
 if TYPE_CHECKING:
     from snncal.core.calibrate.sweep import Layer
     from snncal.core.config import ConvertConfig

@@ -39,7 +39,12 @@ from snncal.core.export.graph_data import build_graph, graph_data
 from snncal.core.files import FileFormatError, checkpoint_paths, read_tensors, to_plain, write_tensors
 from snncal.core.files import read_meta as read_file_meta
 
-__all__ = ["FORMAT", "load", "read_meta", "save"]
+__all__ = [
+    "FORMAT",
+    "load",
+    "read_meta",
+    "save",
+]
 
 log = logging.getLogger("snncal")
 

@@ -37,7 +37,16 @@ from torch import Tensor, fx, nn
 from snncal.core.files import FileFormatError
 from snncal.core.neuron import IFNeuron
 
-__all__ = ["FUNCTIONS", "METHODS", "MODULES", "ModuleSpec", "build_graph", "graph_data"]
+__all__ = [
+    "FUNCTIONS",
+    "METHODS",
+    "MODULES",
+    "ModuleSpec",
+    "build_graph",
+    "decode",
+    "encode",
+    "graph_data",
+]
 
 FUNCTIONS: dict[str, Callable] = {
     "operator.add": operator.add,

@@ -41,7 +41,9 @@ from snncal.core.neuron import IFNeuron
 if TYPE_CHECKING:
     import nir
 
-__all__ = ["export_nir"]
+__all__ = [
+    "export_nir",
+]
 
 _Sum = dict[str, float]  # NIR node name -> coefficient; the value is sum(coef * output(name))
 _BATCH = 2  # example batch of the shape propagation: tells the batch dimension from a size-1 one

@@ -21,6 +21,19 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from snncal.core.graph.trace import ConversionError, describe, first_line, propagate
 
+__all__ = [
+    "avgpool_to_dwconv",
+    "blame",
+    "canonicalize_activations",
+    "check_finite",
+    "check_input_broadcast",
+    "check_supported",
+    "fold_bn",
+    "is_activation",
+    "maxpool_to_avgpool",
+    "remove_dropout",
+]
+
 log = logging.getLogger("snncal")
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -12,6 +12,17 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
+__all__ = [
+    "ConversionError",
+    "describe",
+    "first_line",
+    "node_location",
+    "op_name",
+    "propagate",
+    "trace",
+    "user_frame_from_text",
+]
+
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)')
 
