@@ -29,7 +29,7 @@ from snncal.core import graph
 from snncal.core.calibrate import STEPS, CalibrationReport, Method, get_method, run_steps
 from snncal.core.config import ConvertConfig, make_config
 from snncal.core.engine import SpikingNetwork
-from snncal.core.graph import is_activation
+from snncal.core.graph import is_activation, set_module
 from snncal.core.neuron import IFNeuron
 from snncal.core.subsets import random_indices
 
@@ -127,8 +127,7 @@ def to_spiking(
         act = gm.get_submodule(node.target)
         cap = act.max_val if isinstance(act, nn.Hardtanh) else None
         th = (thresholds or {}).get(node.target, 1.0)
-        parent, _, name = node.target.rpartition(".")
-        setattr(gm.get_submodule(parent) if parent else gm, name, IFNeuron(th, cfg.reset, ann_max=cap))
+        set_module(gm, node.target, IFNeuron(th, cfg.reset, ann_max=cap))
     gm.recompile()
     return SpikingNetwork(gm, cfg.T, cfg.encoding, cfg.max_batch, cfg.amp)
 

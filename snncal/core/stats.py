@@ -102,7 +102,8 @@ from torch import Tensor, fx, nn
 from snncal.core.engine import SpikingNetwork, simulate
 from snncal.core.evaluate import input_batches
 from snncal.core.files import to_plain
-from snncal.core.neuron import IFNeuron
+from snncal.core.graph import SYNAPSES
+from snncal.core.neuron import is_neuron
 
 __all__ = [
     "INPUT",
@@ -118,7 +119,6 @@ __all__ = [
 INPUT = "<input>"  # the network input, a spike source under Poisson encoding
 _ANALOG = "<analog>"  # the output of a conv/linear: a current, not spikes
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_FUNCS = (F.conv1d, F.conv2d, F.conv3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _POOLS = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
@@ -232,13 +232,9 @@ class Connectivity:
     layers: list[WeightLayer]
 
 
-def _is_neuron(gm: fx.GraphModule, n: fx.Node) -> bool:
-    return n.op == "call_module" and isinstance(gm.get_submodule(n.target), IFNeuron)
-
-
 def _is_weight_layer(gm: fx.GraphModule, n: fx.Node) -> bool:
     if n.op == "call_module":
-        return isinstance(gm.get_submodule(n.target), (*_CONV, nn.Linear))
+        return isinstance(gm.get_submodule(n.target), SYNAPSES)
     return n.op == "call_function" and (n.target in _CONV_FUNCS or n.target is F.linear)
 
 
@@ -252,7 +248,7 @@ def _flow(gm: fx.GraphModule, encoding: str) -> tuple[dict[fx.Node, frozenset[st
         changes = any(a in temporal for a in ins)
         if n.op == "placeholder":
             src, changes = {INPUT}, encoding != "direct"
-        elif _is_neuron(gm, n):
+        elif is_neuron(gm, n):
             src, changes = {n.target}, True
         elif _is_weight_layer(gm, n):
             src = {_ANALOG}
@@ -308,7 +304,7 @@ class _Ones(fx.Interpreter):
         if n.op == "placeholder":
             self.leaves[INPUT] = out = super().run_node(n)
             return out
-        if _is_neuron(self.module, n):
+        if is_neuron(self.module, n):
             x = self.env[n.args[0]]
             self._consume(x)  # an identity synapse: the spike goes into the potential
             self.leaves[n.target] = out = torch.ones_like(x, requires_grad=True)
@@ -367,7 +363,7 @@ class _Ones(fx.Interpreter):
 
     def _unit_module(self, mod: nn.Module, args: tuple, kwargs: dict):
         x = args[0]
-        if isinstance(mod, _CONV):
+        if isinstance(mod, SYNAPSES) and not isinstance(mod, nn.Linear):
             return mod._conv_forward(x, torch.ones_like(mod.weight, dtype=x.dtype), None)
         if isinstance(mod, nn.Linear):
             return F.linear(x, torch.ones_like(mod.weight, dtype=x.dtype))
@@ -400,7 +396,7 @@ def connectivity(gm: fx.GraphModule, example: Tensor, encoding: str = "direct") 
         encoding: ``"direct"`` (the input is a current) or ``"poisson"`` (the input is spikes).
     """
     sources, temporal = _flow(gm, encoding)
-    spike_sources = {n.target for n in gm.graph.nodes if _is_neuron(gm, n)}
+    spike_sources = {n.target for n in gm.graph.nodes if is_neuron(gm, n)}
     if encoding != "direct":
         spike_sources.add(INPUT)
     ones = _Ones(gm, sources, temporal, spike_sources)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from snncal.core import distributed as dist
-from snncal.core.calibrate.sweep import SYNAPSES
 from snncal.core.engine import simulate
+from snncal.core.graph import SYNAPSES
 
 __all__ = [
     "hybrid_finetune",

@@ -23,6 +23,7 @@ from torch import Tensor, fx, nn
 from snncal.core import distributed as dist
 from snncal.core.calibrate.store import SpikeStore, spill_folder
 from snncal.core.engine import auto_max_batch, encode, run_nodes
+from snncal.core.graph import SYNAPSES
 from snncal.core.neuron import IFNeuron, is_neuron
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
 
 log = logging.getLogger("snncal")
 
-SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def _as_float(spikes: Tensor) -> Tensor:

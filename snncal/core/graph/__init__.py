@@ -12,6 +12,7 @@ from torch import fx, nn
 from snncal.core.graph import passes
 from snncal.core.graph.passes import (
     ADVICE,
+    SYNAPSES,
     avgpool_to_dwconv,
     canonicalize_activations,
     check_finite,
@@ -21,10 +22,12 @@ from snncal.core.graph.passes import (
     is_activation,
     maxpool_to_avgpool,
     remove_dropout,
+    set_module,
 )
 from snncal.core.graph.trace import ConversionError, first_line, node_location, propagate, trace
 
 __all__ = [
+    "SYNAPSES",
     "ConversionError",
     "avgpool_to_dwconv",
     "canonicalize_activations",
@@ -38,6 +41,7 @@ __all__ = [
     "prepare",
     "propagate",
     "remove_dropout",
+    "set_module",
     "trace",
 ]
 

@@ -22,6 +22,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 from snncal.core.graph.trace import ConversionError, describe, first_line, propagate
 
 __all__ = [
+    "SYNAPSES",
     "avgpool_to_dwconv",
     "blame",
     "canonicalize_activations",
@@ -32,11 +33,13 @@ __all__ = [
     "is_activation",
     "maxpool_to_avgpool",
     "remove_dropout",
+    "set_module",
 ]
 
 log = logging.getLogger("snncal")
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+SYNAPSES = (*_CONV, nn.Linear)  # the layers with weights a spike reaches (conv, linear)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
@@ -45,7 +48,8 @@ def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     return gm.get_submodule(node.target) if node.op == "call_module" else None
 
 
-def _set_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
+def set_module(gm: fx.GraphModule, path: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted ``path`` of ``gm`` (``layer1.0.relu``)."""
     parent, _, name = path.rpartition(".")
     setattr(gm.get_submodule(parent) if parent else gm, name, module)
 
@@ -133,12 +137,12 @@ def _fold_one(gm: fx.GraphModule, node: fx.Node, counts: dict[str, int]) -> None
         return  # normalises with each batch's statistics: refused by check_supported
     prev = node.args[0]
     layer = _module(gm, prev)
-    if not isinstance(layer, (*_CONV, nn.Linear)) or len(prev.users) > 1:
+    if not isinstance(layer, SYNAPSES) or len(prev.users) > 1:
         return
     if counts[prev.target] > 1 or counts[node.target] > 1:
         return  # shared weights: folding would change the other call
     fuse = fuse_linear_bn_eval if isinstance(layer, nn.Linear) else fuse_conv_bn_eval
-    _set_module(gm, prev.target, fuse(layer.eval(), bn.eval()))
+    set_module(gm, prev.target, fuse(layer.eval(), bn.eval()))
     node.replace_all_uses_with(prev)
     gm.graph.erase_node(node)
 
@@ -187,10 +191,10 @@ def _max_to_avg(gm: fx.GraphModule, node: fx.Node) -> None:
             f"pooling cannot do; {ADVICE['maxpool_to_avgpool']}"
         )
     if isinstance(mod, nn.MaxPool2d):
-        _set_module(gm, node.target, nn.AvgPool2d(
+        set_module(gm, node.target, nn.AvgPool2d(
             mod.kernel_size, mod.stride, mod.padding, ceil_mode=mod.ceil_mode))
     elif isinstance(mod, nn.AdaptiveMaxPool2d):
-        _set_module(gm, node.target, nn.AdaptiveAvgPool2d(mod.output_size))
+        set_module(gm, node.target, nn.AdaptiveAvgPool2d(mod.output_size))
     elif node.target is F.max_pool2d:
         k, s = _arg(node, 1, "kernel_size"), _arg(node, 2, "stride")
         p, ceil = _arg(node, 3, "padding", 0), _arg(node, 5, "ceil_mode", False)
@@ -253,7 +257,7 @@ def _own_activation(
             if user is not node and order[user] > order[node]:
                 user.replace_input_with(src, node)
     path = node.target if calls == 1 else node.name
-    _set_module(gm, path, nn.ReLU() if cap is None else nn.Hardtanh(0.0, cap))
+    set_module(gm, path, nn.ReLU() if cap is None else nn.Hardtanh(0.0, cap))
     node.op, node.target, node.args, node.kwargs = "call_module", path, (src,), {}
 
 
@@ -341,8 +345,8 @@ def _pool_to_conv(gm: fx.GraphModule, node: fx.Node, device: torch.device) -> No
     nn.init.constant_(conv.weight, 1.0 / (kh * kw))
     nn.init.zeros_(conv.bias)
     path = node.target if node.op == "call_module" else node.name
-    _set_module(gm, path, conv)
-    _set_module(gm, f"{path}_if", nn.ReLU())
+    set_module(gm, path, conv)
+    set_module(gm, f"{path}_if", nn.ReLU())
     with gm.graph.inserting_after(node):
         conv_node = gm.graph.call_module(path, (src,))
     with gm.graph.inserting_after(conv_node):
