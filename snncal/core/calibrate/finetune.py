@@ -36,8 +36,13 @@ log = logging.getLogger("snncal")
 
 
 def hybrid_finetune(snn: SpikingNetwork, images: Tensor, labels: Tensor | None, cfg: ConvertConfig) -> dict:
-    """``cfg.hybrid_epochs`` epochs over ``images`` in minibatches of ``cfg.weight_batch``, Adam at
-    ``cfg.hybrid_lr``; returns the mean training loss of each epoch (the first entry: before)."""
+    """``cfg.hybrid_epochs`` epochs over ``images``, Adam at ``cfg.hybrid_lr``; returns the mean
+    training loss of each epoch (the first entry: before).
+
+    Back-propagation through time keeps every step's activations, so memory grows with images x T:
+    a minibatch holds ``cfg.weight_batch`` images at T <= 32 and proportionally fewer beyond
+    (``weight_batch * 32 // T``, at least one), a bound of ``32 * weight_batch`` image-steps.
+    """
     if labels is None:
         raise ValueError("hybrid fine-tuning needs labels: give calib_data that yields (x, y), "
                          "e.g. a labelled Dataset or DataLoader")
@@ -47,7 +52,8 @@ def hybrid_finetune(snn: SpikingNetwork, images: Tensor, labels: Tensor | None, 
     losses = [_mean_loss(snn, images, labels, cfg, gen)]
     for epoch in range(cfg.hybrid_epochs):
         total = torch.zeros((), dtype=torch.float64, device=images.device)  # no host sync per step
-        for idx in _minibatches(len(images), cfg.weight_batch, gen, images.device):
+        batch = max(1, cfg.weight_batch * 32 // max(cfg.T, 32))
+        for idx in _minibatches(len(images), batch, gen, images.device):
             opt.zero_grad(set_to_none=True)
             if len(idx):
                 with torch.enable_grad():
