@@ -138,3 +138,23 @@ def test_table9_puts_the_papers_row_under_ours():
         ["light", "92.50", "91.00", "92.00"],
         ["light (paper)", "95.46", "94.44", "95.47"],
     ]
+
+
+def test_layer_errors_split_a_layers_error_into_its_input_and_its_spike_trains():
+    from snncal.core.evaluate import layer_errors
+
+    x = torch.rand(32, 3, 8, 8)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(6, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 4 * 4, 5)).eval()
+    reference = snncal.convert(net, x, T=8, threshold="max")
+    exact = layer_errors(reference, x, reference)
+    assert [e.name for e in exact] == list(reference.neurons())[:-1]  # the last is read by no neuron
+    # the first layer's current is the image itself, constant in time: no input error, and its rate
+    # is ClipFloor of that current, so all its error is the quantisation of ClipFloor
+    first = exact[0]
+    assert first.input == 0 and first.temporal < 1e-12 and first.total > 0 and first.target > 0
+    assert exact[1].temporal > 0  # spike trains in, not a constant current
+    light = snncal.convert(net, x, T=8, method="light")
+    errors = layer_errors(light, x, reference)
+    assert all(e.total >= 0 and e.input >= 0 and e.temporal >= 0 for e in errors)

@@ -22,10 +22,12 @@ from snncal.core.engine import SpikingNetwork, simulate
 __all__ = [
     "DEFAULT_TS",
     "Evaluation",
+    "LayerError",
     "LayerRate",
     "evaluate",
     "firing_rates",
     "input_batches",
+    "layer_errors",
 ]
 
 DEFAULT_TS = (16, 32, 64, 128, 256)
@@ -216,3 +218,45 @@ def input_batches(data: Tensor | Iterable, max_images: int | None = None) -> Ite
         seen += len(x)
         if max_images is not None and seen >= max_images:
             return
+
+
+@dataclass
+class LayerError:
+    """How far one neuron's rate is from the ANN, as mean squared errors over images and elements.
+
+    ``total``: the rate (times ``Vth``) against the ANN activation; ``input``: ``ReLU`` of the
+    neuron's mean input current against it (what the layers before, and this layer's weights,
+    leave); ``temporal``: the rate against ``ClipFloor`` of that mean current (what the spike trains'
+    variation in time adds over a constant current); ``target``: the ANN activation's mean square.
+    """
+
+    name: str
+    total: float
+    input: float
+    temporal: float
+    target: float
+
+
+@torch.no_grad()
+def layer_errors(snn: SpikingNetwork, images: Tensor, reference: SpikingNetwork) -> list[LayerError]:
+    """Where ``snn``'s error comes from, layer by layer, on ``images``: each neuron against the
+    ANN that ``reference`` runs as (e.g. the uncalibrated conversion: the ANN before calibration
+    changed the weights). Neurons that no later neuron reads (the last) are left out."""
+    from snncal.core.calibrate import Sweep
+    from snncal.core.neuron import clip_floor
+
+    with Sweep(reference.graph, images, reference.T, simulate=False) as ann:
+        targets = {layer.name: layer.target for layer in ann.layers()}
+    rows = []
+    with Sweep(snn.graph, images, snn.T, encoding=snn.encoding, max_batch=snn.max_batch) as sweep:
+        for layer in sweep.layers():
+            current = layer.current(layer.input_rates())
+            sweep.finish(layer)
+            rate, target, neuron = layer.rate(), targets[layer.name], layer.neuron
+            if rate is None:
+                continue
+            floor = clip_floor(current, neuron.threshold, snn.T, neuron.v0)
+            mse = [float(((a - b) ** 2).mean()) for a, b in ((rate, target), (current.relu(), target),
+                                                               (rate, floor), (target, 0.0))]
+            rows.append(LayerError(layer.name, *mse))
+    return rows

@@ -211,6 +211,12 @@ class Layer:
         """The neuron's input current from the segment's input ``values`` (differentiable)."""
         return self._sweep.run_segment(self.segment, values, temporal)[0]
 
+    def rate(self) -> Tensor | None:
+        """Once the sweep finished this layer: its rate (time average of its spike trains, times
+        ``Vth``) on the whole calibration set; ``None`` if no later layer reads it (not stored)."""
+        node = self.segment.neuron
+        return self._sweep.rate(node) if node in self._sweep.spikes else None
+
     def spike_inputs(self) -> Iterator[tuple[dict[fx.Node, Tensor], frozenset]]:
         """The segment's inputs as the simulation sees them, one minibatch at a time:
         ``(values, temporal)`` for :meth:`current` (time folded into the batch)."""
