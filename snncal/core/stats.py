@@ -109,7 +109,7 @@ __all__ = [
     "INPUT",
     "Connectivity",
     "EnergyModel",
-    "LayerStats",
+    "LayerCost",
     "NetworkStats",
     "WeightLayer",
     "connectivity",
@@ -159,7 +159,7 @@ class EnergyModel:
 
 
 @dataclass
-class LayerStats:
+class LayerCost:
     """Activity and cost of one IF layer, per image.
 
     ``rate`` is spikes per neuron per step; ``fanout`` the mean over the layer's neurons of the
@@ -199,7 +199,7 @@ class NetworkStats:
     ann_energy_with_memory_pj: float
     snn_energy_with_memory_pj: float
     snn_mac_layers: dict[str, float] = field(default_factory=dict)
-    layers: list[LayerStats] = field(default_factory=list)
+    layers: list[LayerCost] = field(default_factory=list)
     energy_model: EnergyModel = field(default_factory=EnergyModel)
 
     def to_dict(self) -> dict:
@@ -421,11 +421,11 @@ def _expected_events(x: Tensor, T: int) -> Tensor:
     return T * (x.abs().double() / scale).sum(0)
 
 
-def _layer(name: str, count: Tensor | None, fanout: Tensor, images: int, T: int) -> LayerStats:
+def _layer(name: str, count: Tensor | None, fanout: Tensor, images: int, T: int) -> LayerCost:
     neurons = fanout.numel()
     spikes = 0.0 if count is None else float(count.sum()) / images
     sops = 0.0 if count is None else float((count.double() * fanout).sum()) / images
-    return LayerStats(name, neurons, spikes / max(1, neurons * T), spikes,
+    return LayerCost(name, neurons, spikes / max(1, neurons * T), spikes,
                       float(fanout.mean()) if neurons else 0.0, sops)
 
 
@@ -448,7 +448,7 @@ def stats(
         energy: the energy constants (default :class:`EnergyModel`).
 
     Returns:
-        A :class:`NetworkStats` with one :class:`LayerStats` per neuron, in graph order. The model
+        A :class:`NetworkStats` with one :class:`LayerCost` per neuron, in graph order. The model
         (what is counted, the formulas, the references) is the docstring of :mod:`snncal.core.stats`.
     """
     T, energy = T or snn.T, energy or EnergyModel()
@@ -471,7 +471,7 @@ def stats(
 
 
 def _network(
-    conn: Connectivity, layers: list[LayerStats], input_sops: float, images: int, T: int,
+    conn: Connectivity, layers: list[LayerCost], input_sops: float, images: int, T: int,
     encoding: str, energy: EnergyModel,
 ) -> NetworkStats:
     """Totals and energies from the per-layer counts."""
