@@ -38,6 +38,7 @@ import torch
 
 import snncal
 import snncal.ann.models
+from snncal.core.engine import auto_max_batch
 from snncal.core.files import atomic_write_json
 
 # steps x images on CUDA: batch 64 x 32 steps in one chunk, at T = 32 and at T = 256 alike. 4096
@@ -256,8 +257,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="tiny widths and inputs: every path in seconds")
     p.add_argument("--max-batch", type=int, default=None,
                    help=f"time-folded batch (steps x images) of the engine and the calibration sweep "
-                        f"(default: {CUDA_MAX_BATCH} on CUDA, the library's "
-                        f"{snncal.ConvertConfig().max_batch} elsewhere)")
+                        f"(default: {CUDA_MAX_BATCH} on CUDA, the library's choice for the device "
+                        f"elsewhere)")
     p.add_argument("--cache-gb", type=float, default=snncal.ConvertConfig().cache_gb,
                    help="the light pipeline's in-memory budget for spike trains (default: the library's)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per model (the median is kept)")
@@ -265,8 +266,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="JSON results, rewritten after every row (gpu.sh: relative to the repository)")
     args = p.parse_args(argv)
     if args.max_batch is None:
-        cuda = torch.device(args.device).type == "cuda"
-        args.max_batch = CUDA_MAX_BATCH if cuda else snncal.ConvertConfig().max_batch
+        device = torch.device(args.device)
+        args.max_batch = CUDA_MAX_BATCH if device.type == "cuda" else auto_max_batch(device)
     return args
 
 

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import snncal
+import torch
+
+from snncal.core.engine import auto_max_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODELS = ["vgg16_bn", "resnet34", "resnet20"]
@@ -28,7 +30,7 @@ def test_gpu_benchmark_tiny_on_cpu_writes_every_row(tmp_path):
     assert result["complete"] is True
     settings = result["settings"]
     assert settings["device"] == "cpu" and settings["tiny"] is True
-    assert settings["max_batch"] == snncal.ConvertConfig().max_batch  # the library's, off CUDA
+    assert settings["max_batch"] == auto_max_batch(torch.device("cpu"))  # the library's, off CUDA
     rows = result["models"]
     assert [r["name"] for r in rows] == TINY_MODELS
     for r in rows:
