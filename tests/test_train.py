@@ -152,3 +152,15 @@ def test_train_command_maps_options_onto_the_config_and_trains(tmp_path: Path,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 1 and (out / "last.safetensors").exists()
     assert (out / "best.json").exists() and (out / "train.log").exists()
+
+
+def test_warmup_ramps_the_learning_rate_then_decays_it() -> None:
+    model = torch.nn.Linear(2, 2)
+    optimizer, scheduler, _ = T._optimizer(model, T.TrainConfig(epochs=3, warmup_epochs=1).resolve(True), 10)
+    lrs = []
+    for _ in range(30):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.001) and lrs[10] == pytest.approx(0.1)
+    assert lrs[:11] == sorted(lrs[:11]) and lrs[10:] == sorted(lrs[10:], reverse=True)

@@ -75,6 +75,8 @@ class TrainConfig:
     weight_decay: float | None = _f(None, "default 5e-4 with BN, 1e-4 without BN or on ImageNet")
     label_smoothing: float | None = _f(None, "default 0.1 on ImageNet, else 0")
     ema_decay: float | None = _f(None, "EMA of weights; default 0.999 on ImageNet, else 0 (off)")
+    warmup_epochs: int = _f(0, "linear learning-rate warm-up from lr/100 over N epochs before the cosine "
+                            "decay (not in the paper's recipe; deep nets such as resnet56_he need 1)")
     width: float = _f(1.0, "channel multiplier of the zoo model")
     augment: str = _f("paper", "paper, basic (crop + flip) or none")
     workers: int = _f(0, "DataLoader worker processes")
@@ -94,6 +96,7 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), low=1)
         check_int("workers", self.workers, low=0)
+        check_int("warmup_epochs", self.warmup_epochs, low=0)
         check_int("seed", self.seed, low=None)
         check_float("width", self.width, 0.0, math.inf, open_low=True)
         check_float("momentum", self.momentum, 0.0, 1.0)
@@ -410,11 +413,17 @@ def _loaders(
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, steps: int) -> tuple:
-    """SGD, per-step cosine schedule over the whole run, and the EMA model (None when off)."""
+    """SGD, per-step cosine schedule over the whole run (after a linear warm-up of
+    ``warmup_epochs``), and the EMA model (None when off)."""
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps)
+    warm = min(cfg.warmup_epochs, cfg.epochs - 1) * steps
+    lr = torch.optim.lr_scheduler
+    scheduler = lr.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps - warm)
+    if warm:
+        ramp = lr.LinearLR(optimizer, start_factor=0.01, total_iters=warm)
+        scheduler = lr.SequentialLR(optimizer, [ramp, scheduler], milestones=[warm])
     ema = None
     if cfg.ema_decay:
         ema = torch.optim.swa_utils.AveragedModel(
