@@ -60,9 +60,12 @@ def test_convert_then_evaluate(ann, fmnist, tmp_path, capsys) -> None:
 
 
 def _table(text: str) -> list[list[str]]:
-    """The cells of the Markdown table lines in ``text`` (rule lines left out)."""
-    lines = [line for line in text.splitlines() if line.startswith("|") and "---" not in line]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    """The cells of the first Markdown table in ``text`` (rule lines left out)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    rows = [line for line in lines[start:end] if "---" not in line]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in rows]
 
 
 def _rows(path: Path) -> list[tuple]:
@@ -98,10 +101,13 @@ def test_sweep_resumes_where_it_stopped(ann, fmnist, tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert main(args) == 0
     assert calls == []  # all done: nothing re-runs
-    table = _table(capsys.readouterr().out)
+    capsys_text = capsys.readouterr().out
+    table = _table(capsys_text)
     assert table[0] == ["Method", "ANN", "T=4", "T=8"]
     assert [r[0] for r in table[1:]] == ["none", "light"]
     assert all(re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", cell) for r in table[1:] for cell in r[2:])
+    seconds = _table(capsys_text.split("Conversion seconds")[1])
+    assert seconds[0] == ["Method", "T=4", "T=8"] and all(float(c) >= 0 for r in seconds[1:] for c in r[1:])
     with open(out / "sweep.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 8 and {"method", "T", "seed", "acc"} <= set(table[0])

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from snncal.app.results import ResultsFile, Row, accuracy_table, table9, write_csv
+from snncal.app.results import ResultsFile, Row, accuracy_table, seconds_table, table9, write_csv
 from snncal.core import distributed as dist
 from snncal.core.calibrate import get_method
 from snncal.core.config import ConvertConfig, make_config
@@ -177,6 +177,9 @@ class Experiment:
                    f"where the method uses it), {seed_text}.")
         table = (table9(rows, self.ann_accuracy, methods, Ts, network, columns) if network
                  else accuracy_table(rows, self.ann_accuracy, methods, Ts, columns=columns))
+        threads = sorted({r.threads for r in rows if r.threads is not None})
+        table += f"\nConversion seconds (calibration included; CPU threads {threads}):\n\n"
+        table += seconds_table(rows, methods, Ts)
         stem = self.results.path.with_suffix("")
         if not dist.is_main():  # rank 0 writes the files
             return f"{caption}\n\n{table}", {}

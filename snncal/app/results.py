@@ -25,6 +25,7 @@ __all__ = [
     "Row",
     "accuracy_table",
     "markdown_table",
+    "seconds_table",
     "summarize",
     "table9",
     "to_csv",
@@ -152,6 +153,18 @@ def accuracy_table(
     ann = "-" if ann_acc is None else f"{ann_acc:.{digits}f}"
     body = [[m, *columns.values(), ann, *_cells(stats, m, Ts, digits)] for m in methods]
     return markdown_table(["Method", *columns, "ANN", *(f"T={T}" for T in Ts)], body)
+
+
+def seconds_table(rows: Sequence[Row], methods: Sequence[str], Ts: Sequence[int]) -> str:
+    """Conversion (calibration) seconds of each method at each T, mean over seeds: what a method
+    costs, next to what it gains."""
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r.method, r.T), []).append(r.convert_seconds)
+    Ts = sorted(Ts)
+    body = [[m, *(f"{statistics.fmean(groups[(m, T)]):.0f}" if (m, T) in groups else "-" for T in Ts)]
+            for m in methods]
+    return markdown_table(["Method", *(f"T={T}" for T in Ts)], body)
 
 
 def table9(
