@@ -100,9 +100,10 @@ class _Chunk(fx.Interpreter):
         static_input: bool,
         spike_counts: dict[str, Tensor] | None = None,
         deferred: frozenset[fx.Node] = frozenset(),
+        t0: int = 0,
     ) -> None:
         super().__init__(gm)
-        self.steps, self.T, self.state, self.static = steps, T, state, static
+        self.steps, self.T, self.state, self.static, self.t0 = steps, T, state, static, t0
         self.static_input, self.spike_counts, self.deferred = static_input, spike_counts, deferred
         self.temporal: set[fx.Node] = set()  # values that differ from step to step
         self.batched: set[fx.Node] = set()  # values with a batch dimension (not constants)
@@ -172,7 +173,7 @@ class _Chunk(fx.Interpreter):
         if v is None:
             one = x if residual is None or residual.dim() < x.dim() else residual
             v = neuron.init_state(one[0] if temporal else one)
-        out, self.state[name] = neuron.scan(x, v, self.steps, self.T, residual)
+        out, self.state[name] = neuron.scan(x, v, self.steps, self.T, residual, t0=self.t0)
         if self.spike_counts is not None:
             count = out.ne(0).sum((0, 1), dtype=torch.float64)
             self.spike_counts[name] = self.spike_counts.get(name, 0) + count
@@ -271,7 +272,7 @@ def _simulate_group(
     for t0 in range(0, T, chunk):
         steps = min(chunk, T - t0)
         inp = encode(x, encoding, t0, steps, T, generator)
-        engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts, deferred)
+        engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts, deferred, t0)
         y = engine.run(inp)
         y = y.view(steps, x.shape[0], *y.shape[1:]) if y.shape[0] == steps * x.shape[0] else (
             y.unsqueeze(0).expand(steps, *y.shape)

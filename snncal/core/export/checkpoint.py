@@ -97,8 +97,9 @@ def _report(data: dict[str, Any] | None) -> CalibrationReport | None:
 def _match_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Shape ``graph``'s buffers like ``state``: neuron thresholds / potentials and added biases.
 
-    Per-channel thresholds and element-wise initial potentials change a buffer's shape; bias
-    correction gives a bias to a conv / linear that had none.
+    Per-channel thresholds and element-wise initial potentials change a buffer's shape, a
+    time-dependent bias sets one that was ``None``; bias correction gives a bias to a conv /
+    linear that had none.
     """
     for key, value in state.items():
         owner, _, name = key.rpartition(".")
@@ -106,7 +107,7 @@ def _match_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
             sub = module.get_submodule(owner)
         except AttributeError:
             continue  # reported by load_state_dict
-        if name in sub._buffers and sub._buffers[name].shape != value.shape:
+        if name in sub._buffers and getattr(sub._buffers[name], "shape", None) != value.shape:
             setattr(sub, name, torch.empty_like(value))
         elif name == "bias" and isinstance(sub, _SYNAPSES) and sub.bias is None:
             sub.bias = nn.Parameter(torch.empty_like(value))
