@@ -69,9 +69,9 @@ def _reference_spike_norm(model: nn.Module, x: torch.Tensor, T: int) -> dict[str
         neuron = snn.neurons()[name]
         original = neuron.scan
 
-        def record(current, v, steps, T_, residual=None, original=original, seen=seen):
+        def record(current, v, steps, T_, residual=None, t0=0, original=original, seen=seen):
             seen.append(current.max())
-            return original(current, v, steps, T_, residual)
+            return original(current, v, steps, T_, residual, t0)
 
         neuron.scan = record
         snncal.simulate(snn.graph, x, T, max_batch=len(x) * T)

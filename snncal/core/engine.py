@@ -157,9 +157,10 @@ class _Chunk(fx.Interpreter):
         spike_counts: dict[str, Tensor] | None = None,
         deferred: frozenset[fx.Node] = frozenset(),
         amp: bool = False,
+        t0: int = 0,
     ) -> None:
         super().__init__(gm)
-        self.steps, self.T, self.state, self.static = steps, T, state, static
+        self.steps, self.T, self.state, self.static, self.t0 = steps, T, state, static, t0
         self.static_input, self.spike_counts, self.deferred = static_input, spike_counts, deferred
         self.amp = amp  # stateless ops run under autocast; neurons get float32 inputs
         self.temporal: set[fx.Node] = set()  # values that differ from step to step
@@ -236,7 +237,7 @@ class _Chunk(fx.Interpreter):
         if v is None:
             one = x if residual is None or residual.dim() < x.dim() else residual
             v = neuron.init_state(one[0] if temporal else one)
-        out, self.state[name] = neuron.scan(x, v, self.steps, self.T, residual)
+        out, self.state[name] = neuron.scan(x, v, self.steps, self.T, residual, t0=self.t0)
         if self.spike_counts is not None:
             count = out.ne(0).sum((0, 1), dtype=torch.float64)
             self.spike_counts[name] = self.spike_counts.get(name, 0) + count
@@ -356,7 +357,7 @@ def _simulate_group(
         steps = min(chunk, T - t0)
         inp = encode(x, encoding, t0, steps, T, generator)
         engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts, deferred,
-                        amp != "off")
+                        amp != "off", t0)
         with autocast(x.device, amp):
             y = engine.run(inp)
         y = y if amp == "off" else y.float()

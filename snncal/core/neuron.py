@@ -56,7 +56,9 @@ def if_scan(
         threshold: ``Vth``, broadcastable to ``v``.
         steps: number of time steps.
         reset: ``"subtract"`` (v -= Vth on a spike) or ``"zero"`` (v = 0 on a spike).
-        bias: extra current added at every step (Deng & Gu's threshold shift uses ``Vth / 2T``).
+        bias: extra current added at every step (Deng & Gu's threshold shift uses ``Vth / 2T``):
+            a number or a tensor broadcastable to ``v``, or one per step ``[steps, ...]`` (one
+            more dimension than ``v``; a time-dependent bias, see :meth:`IFNeuron.scan`).
         residual: a second input current shaped like ``x`` (``[steps, N, ...]`` or ``[N, ...]``),
             added to it: a residual add feeding the neuron, which the compiled scan sums in
             registers instead of writing ``x + residual`` out.
@@ -70,17 +72,18 @@ def if_scan(
         x = x if no_bias else x + bias
         scan = switch_scan if reset == "switch" else surrogate_scan
         return scan(x, v, threshold, steps, *(() if reset == "switch" else (reset,)))
-    if residual is not None and (not no_bias or residual.requires_grad):
-        x, residual = x + residual, None  # the eager order, (x + residual) + bias
-    if not no_bias:
-        x = x + bias
+    if residual is not None and residual.requires_grad:
+        x, residual = x + residual, None
     scan = _compiled_scan(x, v)
     if scan is not None:
-        out = _scan_compiled(scan, x, residual, v, threshold, steps, reset)
+        b = None if no_bias else torch.as_tensor(bias, dtype=v.dtype, device=v.device)
+        out = _scan_compiled(scan, x, residual, b, v, threshold, steps, reset)
         if out is not None:
             return out
     if residual is not None:
         x = x + residual
+    if not no_bias:
+        x = x + bias  # the compiled block's order, (x + residual) + bias
     constant = x.dim() == v.dim()
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)  # 0/1, scaled at the end
     for t in range(steps):
@@ -150,17 +153,25 @@ def switch_scan(x: Tensor, state: Tensor, threshold: Tensor, steps: int) -> tupl
 
 
 def _if_block(
-    v: Tensor, x: Tensor, residual: Tensor | None, threshold: Tensor, subtract: bool, steps: int
+    v: Tensor,
+    x: Tensor,
+    residual: Tensor | None,
+    bias: Tensor | None,
+    threshold: Tensor,
+    subtract: bool,
+    steps: int,
 ) -> tuple[Tensor, Tensor]:
     """``steps`` steps of :func:`if_scan` as one pure graph, which torch.compile fuses into one
-    pass: each element's potential stays in a register while it reads that element's input and
-    writes its spikes for every step. Eager, these ops would be slower than the loop in
-    :func:`if_scan`; compiled, a step costs less than the ANN's BN + ReLU."""
+    pass: each element's potential stays in a register while it reads that element's input (and
+    residual and bias) and writes its spikes for every step. Eager, these ops would be slower than
+    the loop in :func:`if_scan`; compiled, a step costs less than the ANN's BN + ReLU."""
     outs = []
     for t in range(steps):
         xt = x[t] if x.dim() > v.dim() else x
         if residual is not None:
             xt = xt + (residual[t] if residual.dim() > v.dim() else residual)
+        if bias is not None:
+            xt = xt + (bias[t] if bias.dim() > v.dim() else bias)
         v = v + xt
         s = v >= threshold
         out = s * threshold
@@ -194,16 +205,26 @@ def _compiled_scan(x: Tensor, v: Tensor):
 
 
 def _scan_compiled(
-    scan, x: Tensor, residual: Tensor | None, v: Tensor, threshold: Tensor, steps: int, reset: str
+    scan,
+    x: Tensor,
+    residual: Tensor | None,
+    bias: Tensor | None,
+    v: Tensor,
+    threshold: Tensor,
+    steps: int,
+    reset: str,
 ) -> tuple[Tensor, Tensor] | None:
     """:func:`if_scan` in blocks of ``SCAN_BLOCK`` steps; ``None`` if it cannot compile here."""
+
+    def block(a: Tensor | None, t0: int, n: int) -> Tensor | None:
+        return a[t0 : t0 + n] if a is not None and a.dim() > v.dim() else a
+
     blocks = []
     for t0 in range(0, steps, SCAN_BLOCK):
         n = min(SCAN_BLOCK, steps - t0)
-        xt = x[t0 : t0 + n] if x.dim() > v.dim() else x
-        rt = residual[t0 : t0 + n] if residual is not None and residual.dim() > v.dim() else residual
+        xt, rt, bt = block(x, t0, n), block(residual, t0, n), block(bias, t0, n)
         try:
-            out, v = scan(v, xt, rt, threshold, reset == "subtract", n)
+            out, v = scan(v, xt, rt, bt, threshold, reset == "subtract", n)
         except Exception as err:  # any backend failure (no C++ compiler, no Triton): fall back
             if t0 > 0:  # compiling happens at the first block, and the blocks do not touch v
                 raise
@@ -221,7 +242,10 @@ class IFNeuron(nn.Module):
     State lives outside the module (the simulation engine passes the membrane potential in and out),
     so the module only holds named buffers: ``threshold`` (scalar or per channel, shaped to
     broadcast over ``[N, C, ...]``) and ``v0``, the initial membrane potential (scalar or
-    element-wise, set by potential correction).
+    element-wise, set by potential correction). ``step_bias``, a time-dependent bias, is ``None``
+    (and not in the ``state_dict``) until a calibration step sets it: ``[K, ...]``, one current per
+    step shaped like ``threshold``, added to the input at step ``t`` (``t < K``; later steps get
+    the last entry), as in FTBC (Wu et al., ECCV 2024).
 
     Args:
         threshold: initial ``Vth``.
@@ -242,6 +266,7 @@ class IFNeuron(nn.Module):
             raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
         self.register_buffer("threshold", torch.as_tensor(threshold, dtype=torch.float32).clone())
         self.register_buffer("v0", torch.zeros(()))
+        self.register_buffer("step_bias", None)
         self.reset = reset
         self.shift = shift
         self.ann_max = ann_max
@@ -261,11 +286,22 @@ class IFNeuron(nn.Module):
         return state[0] if self.reset == "switch" else state
 
     def scan(
-        self, x: Tensor, v: Tensor, steps: int, T: int, residual: Tensor | None = None
+        self, x: Tensor, v: Tensor, steps: int, T: int, residual: Tensor | None = None, t0: int = 0
     ) -> tuple[Tensor, Tensor]:
-        """Advance ``steps`` steps of a simulation of total length ``T``; see :func:`if_scan`."""
+        """Advance steps ``t0 .. t0 + steps - 1`` of a simulation of total length ``T``; see
+        :func:`if_scan`."""
         bias = self.threshold / (2 * T) if self.shift else 0.0
+        if self.step_bias is not None:
+            bias = bias + self.bias_at(t0, steps).to(v.dtype)
         return if_scan(x, v, self.threshold.to(v.dtype), steps, self.reset, bias, residual)
+
+    def bias_at(self, t0: int, steps: int) -> Tensor:
+        """The time-dependent bias of steps ``t0 .. t0 + steps - 1`` as ``[steps, 1, ...]``, which
+        broadcasts over ``[steps, N, ...]`` (zeros without one)."""
+        if self.step_bias is None:
+            return torch.zeros((steps, 1, *self.threshold.shape), device=self.threshold.device)
+        t = torch.arange(t0, t0 + steps, device=self.step_bias.device).clamp_max(len(self.step_bias) - 1)
+        return self.step_bias[t].unsqueeze(1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Outside the simulation engine a neuron has no time axis; refuse instead of guessing."""
@@ -276,7 +312,8 @@ class IFNeuron(nn.Module):
     def extra_repr(self) -> str:
         shape = tuple(self.threshold.shape)
         th = f"{self.threshold.item():.4g}" if not shape else f"per-channel{shape}"
-        return f"threshold={th}, reset={self.reset}, shift={self.shift}, ann_max={self.ann_max}"
+        steps = "" if self.step_bias is None else f", step_bias={len(self.step_bias)} steps"
+        return f"threshold={th}, reset={self.reset}, shift={self.shift}, ann_max={self.ann_max}{steps}"
 
 
 def is_neuron(gm: fx.GraphModule, node: fx.Node) -> bool:

@@ -13,7 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from snncal.core.calibrate import bias, finetune, potential, shift, thresholds, weight
+from snncal.core.calibrate import (
+    balanced,
+    bias,
+    block,
+    finetune,
+    potential,
+    shift,
+    tbias,
+    thresholds,
+    weight,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -49,8 +59,13 @@ STEPS: dict[str, Step] = {  # in the order a '+'-joined list of steps runs in
     "percentile": Step(thresholds.percentile_threshold, spikes=False),
     "mmse": Step(thresholds.mmse_threshold, spikes=False),
     "shift": Step(shift.threshold_shift, spikes=False),
+    "balanced": Step(balanced.balanced_threshold, spikes=True),
     "weight": Step(weight.weight_calibration, spikes=True),
+    "weight_spikes": Step(block.weight_calibration_spikes, spikes=True),
+    "block": Step(block.block_reconstruction, spikes=True),
+    "block_spikes": Step(block.block_reconstruction_spikes, spikes=True),
     "bias": Step(bias.bias_correction, spikes=True),
+    "tbias": Step(tbias.time_bias_correction, spikes=True),
     "potential": Step(potential.potential_correction, spikes=True),
     "snn_max": Step(thresholds.snn_max, spikes=True),
     "snn_max_0.7": Step(thresholds.snn_max_07, spikes=True),
@@ -140,6 +155,9 @@ def get_method(name: str) -> Method:
 register_method("none", ("threshold",))
 register_method("light", ("threshold", "bias"))
 register_method("advanced", ("threshold", "weight", "bias", "potential"))
+# Low latency (docs/lowlatency.md): a bias per channel and time step instead of one per channel.
+register_method("light+", ("threshold", "tbias", "potential"))
+register_method("advanced+", ("threshold", "weight", "tbias", "potential"))
 # The baselines of the paper's Table 9, with their sources' settings (docs/methods.md).
 register_method("spike_norm", ("snn_max",), reset="zero", per_channel=False, encoding="poisson")
 register_method("rmp", ("snn_max",), reset="subtract", per_channel=False, encoding="poisson")

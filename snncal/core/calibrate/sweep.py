@@ -223,6 +223,63 @@ class Layer:
         for b in range(len(self._sweep.slices)):
             yield self._sweep.snn_inputs(self.segment, b)
 
+    @torch.no_grad()
+    def currents(self) -> Iterator[tuple[slice, Tensor]]:
+        """The neuron's input current in the simulation, one minibatch at a time: ``(index,
+        current)``, the minibatch's slice of :attr:`target` and ``[T, B, ...]`` (a constant
+        current is expanded, not copied)."""
+        for index, (values, temporal) in zip(self._sweep.slices, self.spike_inputs()):
+            current = self.current(values, temporal)
+            if temporal:
+                yield index, current.view(self.T, -1, *current.shape[1:])
+            else:
+                yield index, current.expand(self.T, *current.shape)
+
+    def simulation(self) -> Iterator[tuple[slice, Tensor, Tensor]]:
+        """This layer simulated as it stands, one minibatch at a time: ``(index, current,
+        output)`` as :meth:`currents`, with the output (spikes times ``Vth``) ``[T, B, ...]``."""
+        for index, x in self.currents():
+            with torch.no_grad():
+                out, _ = self.neuron.scan(x, self.neuron.init_state(x[0]), self.T, self.T)
+            yield index, x, out
+
+    def block(self) -> list[Layer]:
+        """The earlier layers whose spike trains this layer's input is computed from, back to the
+        values the sweep still holds: each finished layer among the segment's inputs whose own
+        inputs are all still stored (or the input image), and so on back, in graph order. In a
+        residual block, the block's first neuron (its input is still held for the shortcut);
+        in a chain, none. A step may change these layers and :meth:`restore` them."""
+        sweep, found, todo = self._sweep, {}, list(self.segment.inputs)
+        while todo:
+            node = todo.pop()
+            layer = sweep.held.get(node)
+            if layer is None or node in found:
+                continue
+            if all(i is sweep.placeholder or i in sweep.spikes for i in layer.segment.inputs):
+                found[node] = layer
+                todo.extend(layer.segment.inputs)
+        return sorted(found.values(), key=lambda layer: sweep.order[layer.segment.neuron])
+
+    def block_inputs(self, inner: list[Layer]) -> list[fx.Node]:
+        """The values ``inner`` (a :meth:`block`) and this layer read from outside the block."""
+        inside = {layer.segment.neuron for layer in inner}
+        nodes = {i for layer in [*inner, self] for i in layer.segment.inputs} - inside
+        return sorted(nodes, key=self._sweep.order.get)
+
+    def rates(self, nodes: list[fx.Node]) -> dict[fx.Node, Tensor]:
+        """Held values as rates on the whole calibration set (see :meth:`input_rates`)."""
+        return {n: self._sweep.images if n is self._sweep.placeholder else self._sweep.rate(n)
+                for n in nodes}
+
+    def restore(self) -> LayerStats:
+        """Simulate a finished layer again after a later step changed it (e.g. the weights of a
+        :meth:`block`) and replace its stored spike trains; returns its new statistics."""
+        if not self.finished:
+            raise RuntimeError(f"{self.name}: restore() is for finished layers; use changed()")
+        self._sweep.spikes.pop(self.segment.neuron).free()
+        self._stats = self._sweep.simulate(self, store=True)
+        return self._stats
+
 
 class Sweep:
     """Walks the spiking graph once, holding the calibration set's values between layers.
@@ -270,6 +327,8 @@ class Sweep:
         self.readers_left = {n: readers.count(n) for n in set(readers)}
         self.placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
         self.ann[self.placeholder] = images
+        self.held: dict[fx.Node, Layer] = {}  # finished layers whose spike trains are stored
+        self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
 
     def layers(self) -> Iterator[Layer]:
         """Each layer in graph order. When the caller asks for the next one, the layer is
@@ -293,6 +352,8 @@ class Sweep:
         if store or layer._stats is None:
             layer._stats = self.simulate(layer, store=store)
             layer.first_stats = layer.first_stats or layer._stats
+        if store:
+            self.held[layer.segment.neuron] = layer
         return layer._stats
 
     # -- running a segment --------------------------------------------------------------------
@@ -377,6 +438,7 @@ class Sweep:
             self.readers_left[n] -= 1
             if self.readers_left[n] == 0:
                 self.ann.pop(n, None)
+                self.held.pop(n, None)
                 if n in self.spikes:
                     self.spikes.pop(n).free()
 
@@ -385,6 +447,7 @@ class Sweep:
         for store in self.spikes.values():
             store.free()
         self.spikes.clear()
+        self.held.clear()
         if self._spill is not None:
             shutil.rmtree(self._spill, ignore_errors=True)
 

@@ -207,10 +207,13 @@ def _fields(cls: type[nn.Module], *names: str) -> ModuleSpec:
 
 
 def _export_neuron(neuron: IFNeuron) -> dict[str, Any]:
-    return {
+    config = {
         "reset": neuron.reset, "shift": neuron.shift, "ann_max": neuron.ann_max,
         "threshold_shape": list(neuron.threshold.shape), "v0_shape": list(neuron.v0.shape),
     }
+    if neuron.step_bias is not None:  # a time-dependent bias (step tbias)
+        config["step_bias_shape"] = list(neuron.step_bias.shape)
+    return config
 
 
 def _build_neuron(config: dict[str, Any]) -> IFNeuron:
@@ -219,8 +222,11 @@ def _build_neuron(config: dict[str, Any]) -> IFNeuron:
     if not isinstance(config.get("shift"), bool) or not (cap is None or isinstance(cap, (int, float))):
         raise ValueError("shift must be a bool and ann_max a number or null")
     threshold, v0 = torch.empty(config.pop("threshold_shape")), torch.empty(config.pop("v0_shape"))
+    step_bias = config.pop("step_bias_shape", None)  # absent in files without a time-dependent bias
     neuron = IFNeuron(threshold, **config)
     neuron.v0 = v0
+    if step_bias is not None:
+        neuron.step_bias = torch.empty(step_bias)
     return neuron
 
 

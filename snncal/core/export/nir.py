@@ -114,6 +114,7 @@ def _semantics_warning(snn: SpikingNetwork) -> str:
     subtract = sum(n.reset == "subtract" for n in neurons)
     v0 = sum(bool(n.v0.ne(0).any()) for n in neurons)
     shift = sum(n.shift for n in neurons)
+    stepped = sum(n.step_bias is not None for n in neurons)
     wrong = []
     if subtract:
         wrong.append(
@@ -131,6 +132,11 @@ def _semantics_warning(snn: SpikingNetwork) -> str:
         wrong.append(
             f"{shift} IF neurons add the threshold shift v_threshold / (2T) to their input at every "
             "step, which NIR does not express (metadata['bias_current'])"
+        )
+    if stepped:
+        wrong.append(
+            f"{stepped} IF neurons add a time-dependent bias (one current per step and channel), "
+            "which NIR does not express (metadata['step_bias'], [steps, channels])"
         )
     wrong.append(
         f"snncal's neurons {FIRING_RULE}, in discrete steps (dt = 1, r = 1: charge, fire, reset) "
@@ -474,6 +480,8 @@ def _neuron(ex: _Export, node: fx.Node) -> _Sum:
         "readout": READOUT.format(T=T),
         "T": int(T),
     }
+    if neuron.step_bias is not None:
+        meta["step_bias"] = neuron.step_bias.flatten(1).cpu().numpy()
     layer = ex.nir.IF(r=np.ones(shape, dtype=np.float32), v_threshold=vth,
                       v_reset=np.zeros(shape, dtype=np.float32), metadata=meta)
     spikes = ex.add(node.target, layer, ex.source(node), shape)
