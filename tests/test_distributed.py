@@ -30,10 +30,13 @@ EQUAL = {  # deterministic methods: 2 ranks == 1 process on the concatenated sha
     "light": dict(method="light"),
     "light-percentile-per-layer": dict(method="light", threshold="percentile", per_channel=False),
     "snn_max": dict(method="snn_max"),
+    "light+": dict(method="light+"),  # time-dependent bias: per-step sums over ranks
+    "balanced": dict(method="balanced+bias"),  # locally balanced thresholds
 }
 SAME = {  # random minibatches: the ranks must agree with each other
     "advanced": dict(method="advanced", weight_iters=4, weight_batch=8),
     "hybrid": dict(method="hybrid", hybrid_epochs=1, weight_batch=8),  # 5 + 3 images a step
+    "block": dict(method="block_spikes+tbias", weight_iters=4, weight_batch=8),
 }
 
 

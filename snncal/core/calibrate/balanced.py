@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from snncal.core import distributed as dist
 from snncal.core.neuron import if_scan
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def candidate_errors(layer: Layer, candidates: Tensor) -> Tensor:
         err = (out.mean(0) - layer.target[index]) ** 2  # [K, B, C, ...]
         err = err.flatten(3) if err.dim() > 3 else err.unsqueeze(-1)
         total = total + err.sum((1, 3))
-    return total
+    return dist.all_reduce_sum(total)  # over every process's share of the calibration set
 
 
 @torch.no_grad()

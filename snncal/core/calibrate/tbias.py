@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from snncal.core import distributed as dist
 from snncal.core.calibrate.block import effective_v0
 
 if TYPE_CHECKING:
@@ -51,6 +52,9 @@ def running_error(layer: Layer) -> tuple[Tensor, Tensor]:
         drive = current.mean(0) + v0 / T
         linear = linear + _channel_sum((drive > 0) & (drive < neuron.threshold), 0).float()
         count += out[0, :, 0].numel()
+    # summed over every process's share of the calibration set (torchrun), like LayerStats
+    error, linear = dist.all_reduce_sum(error), dist.all_reduce_sum(linear)
+    (count,) = dist.sum_scalars(count)
     return error / count, linear / count
 
 
