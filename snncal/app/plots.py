@@ -28,6 +28,8 @@ _STYLE = {  # method -> (colour, marker); others cycle through the default colou
     "none": ("#7f7f7f", "o"),
     "light": ("#1f77b4", "s"),
     "advanced": ("#d62728", "^"),
+    "light+": ("#17becf", "s"),
+    "advanced+": ("#9467bd", "^"),
 }
 
 
@@ -75,7 +77,7 @@ def plot_accuracy(
             continue
         mean = [stats[(m, T)][0] for T in Ts]
         std = [stats[(m, T)][1] for T in Ts]
-        colour, marker = _STYLE.get(m, (f"C{(i + 3) % 10}", "D"))
+        colour, marker = _STYLE.get(m, (f"C{(i + 5) % 10}", "D"))
         ax.plot(Ts, mean, marker=marker, color=colour, label=m, linewidth=1.8, markersize=6)
         if any(std):
             ax.fill_between(Ts, [a - s for a, s in zip(mean, std)], [a + s for a, s in zip(mean, std)],
