@@ -205,7 +205,7 @@ class Layer:
     def input_rates(self) -> dict[fx.Node, Tensor]:
         """The segment's inputs as rates (time averages of the spike trains, times ``Vth``) on
         the whole calibration set; the input image as it is."""
-        return self._sweep.rates(self.segment)
+        return self._sweep.rates(self.segment.inputs)
 
     def current(self, values: dict[fx.Node, Tensor], temporal: frozenset = frozenset()) -> Tensor:
         """The neuron's input current from the segment's input ``values`` (differentiable)."""
@@ -268,8 +268,7 @@ class Layer:
 
     def rates(self, nodes: list[fx.Node]) -> dict[fx.Node, Tensor]:
         """Held values as rates on the whole calibration set (see :meth:`input_rates`)."""
-        return {n: self._sweep.images if n is self._sweep.placeholder else self._sweep.rate(n)
-                for n in nodes}
+        return self._sweep.rates(nodes)
 
     def restore(self) -> LayerStats:
         """Simulate a finished layer again after a later step changed it (e.g. the weights of a
@@ -382,9 +381,10 @@ class Sweep:
         store, dev = self.spikes[node], self.images.device
         return torch.cat([_as_float(store.load(b, dev)).mean(0) for b in range(len(self.slices))]) * th
 
-    def rates(self, seg: Segment) -> dict[fx.Node, Tensor]:
-        """Segment inputs as rates (time averages of the spike trains) for the whole set."""
-        return {n: self.images if n is self.placeholder else self.rate(n) for n in seg.inputs}
+    def rates(self, nodes: list[fx.Node]) -> dict[fx.Node, Tensor]:
+        """Stored values as rates (time averages of the spike trains) for the whole set; the
+        input image as it is."""
+        return {n: self.images if n is self.placeholder else self.rate(n) for n in nodes}
 
     def snn_inputs(self, seg: Segment, b: int) -> tuple[dict[fx.Node, Tensor], frozenset]:
         """Segment inputs for minibatch ``b`` as the simulation sees them."""
