@@ -436,8 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.verbose, args.progress = -1, False
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (rank 0 prints the tables)
     _setup_logging(args.verbose)
+    ok = False
     try:
-        return args.func(args)
+        code = args.func(args)
+        ok = True
+        return code
     except (ValueError, OSError, ImportError) as err:  # bad input: files, values, missing extras
         if args.verbose >= 2:
             raise
@@ -449,3 +452,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"snncal {args.command}: internal error: {type(err).__name__}: {err} "
               "(run with -vv for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        dist.stop(wait=ok)  # a rank that failed does not wait for the others

@@ -29,6 +29,7 @@ __all__ = [
     "shard_range",
     "share",
     "start",
+    "stop",
     "sum_scalars",
     "world_size",
 ]
@@ -49,6 +50,17 @@ def start() -> torch.device | None:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return gpu
+
+
+def stop(wait: bool = True) -> None:
+    """Leave the process group ``start`` joined: after a barrier when ``wait`` (every rank done,
+    so rank 0 finishes writing before the others exit), then shut the backend's threads down
+    cleanly (a rank that exits with gloo's threads still running aborts). No-op without a group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait and is_parallel():
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def is_parallel() -> bool:
