@@ -45,6 +45,7 @@ def _assert_same_network(loaded: snncal.SpikingNetwork, snn: snncal.SpikingNetwo
     [
         ("resnet20_he", {"method": "advanced", "per_channel": True, "weight_iters": 5}),
         ("cnn_small", {"method": "light", "threshold": "max", "reset": "zero"}),
+        ("vgg16_bn", {"method": "light"}),  # converted pools inside a Sequential: 'features.6_if'
     ],
 )
 def test_zoo_round_trip_gives_identical_outputs(tmp_path, arch, options) -> None:

@@ -90,7 +90,7 @@ METHODS = frozenset({
 _FUNCTION_NAMES = {fn: name for name, fn in FUNCTIONS.items()}
 _OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+_PART = re.compile(r"[A-Za-z0-9_]+")  # a submodule's name: `layers`, `0`, `13_if` (a converted pool)
 _TAGS = ("node", "tuple", "slice", "float", "ellipsis", "dtype", "dict")
 _BUILD_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError, OverflowError)
 
