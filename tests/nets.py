@@ -16,6 +16,18 @@ def randomize_bn(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+class OneLayer(nn.Module):
+    """One conv + ReLU feeding a linear head: the smallest network with one IF layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 8 * 8, 4)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(x)).flatten(1))
+
+
 class Mixed(nn.Module):
     """BN, inplace module ReLU, functional ReLU, torch.relu, residual +, concat, slicing, pad, pools."""
 

@@ -6,7 +6,7 @@ import golden
 import pytest
 import torch
 import torch.nn.functional as F
-from nets import Mixed, Plain, randomize_bn
+from nets import Mixed, OneLayer, Plain, randomize_bn
 from torch import nn
 
 import snncal
@@ -14,16 +14,6 @@ from snncal.core.calibrate import get_method
 from snncal.core.calibrate.store import SpikeStore, pack, unpack
 from snncal.core.engine import _Chunk, simulate
 from snncal.core.graph import prepare
-
-
-class OneLayer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.fc = nn.Linear(6 * 8 * 8, 4)
-
-    def forward(self, x):
-        return self.fc(F.relu(self.conv(x)).flatten(1))
 
 
 class Residual(nn.Module):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from nets import Mixed, randomize_bn
+from nets import Mixed, OneLayer, randomize_bn
 from torch import nn
 
 import snncal
@@ -17,16 +17,6 @@ from snncal.core.calibrate import METHODS, STEPS, Method, Step
 from snncal.core.calibrate.balanced import GRID
 from snncal.core.engine import _Chunk, simulate
 from snncal.core.neuron import IFNeuron, clip_floor, if_scan
-
-
-class OneLayer(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.fc = nn.Linear(6 * 8 * 8, 4)
-
-    def forward(self, x):
-        return self.fc(F.relu(self.conv(x)).flatten(1))
 
 
 class Chain(nn.Module):
