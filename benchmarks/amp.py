@@ -28,10 +28,15 @@ def main() -> None:
     p.add_argument("--amp", default="bfloat16", choices=["bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = p.parse_args()
+    if args.T < 1 or args.test_images < 1 or args.threads < 1:
+        p.error("--T, --test-images and --threads must be at least 1")
     torch.set_num_threads(args.threads)
     model, _ = load_checkpoint(args.checkpoint)
     test = evenly_spaced(build_dataset("cifar10", args.data, "test"), args.test_images)
-    snn = snncal.load(args.snn)
+    try:
+        snn = snncal.load(args.snn)
+    except (OSError, ValueError) as err:
+        p.error(str(err))
     print("| amp | accuracy (%) | agreement with the ANN (%) | logit MSE | seconds |\n|---|---|---|---|---|")
     for amp in ("off", args.amp):
         snn.amp = amp

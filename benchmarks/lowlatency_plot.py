@@ -19,6 +19,8 @@ METHODS = ["none", "light", "advanced", "light+", "advanced+"]
 
 
 def main() -> None:
+    if len(sys.argv) != 4 or not Path(sys.argv[1]).is_file():
+        sys.exit("usage: lowlatency_plot.py RESULTS.json CHECKPOINT_NAME OUT.png (RESULTS.json must exist)")
     results, checkpoint, out = sys.argv[1:4]
     data = json.loads(Path(results).read_text())
     rows = {(r["method"], r["T"]): Row(**r) for r in data["rows"] if r["method"] in METHODS}

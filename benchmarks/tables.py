@@ -23,7 +23,10 @@ def main() -> None:
     p.add_argument("--arch", help="the zoo architecture, for the paper's rows (default: the file's)")
     p.add_argument("--plot", help="write accuracy against T here (PNG)")
     args = p.parse_args()
-    data = json.loads(Path(args.results).read_text())
+    try:
+        data = json.loads(Path(args.results).read_text())
+    except (OSError, ValueError) as err:
+        p.error(f"cannot read results file {args.results}: {err}")
     rows = [Row(**r) for r in data["rows"] if r["method"] in args.methods and r["T"] in args.T]
     ann = data["ann"]["acc"]
     network = NETWORKS.get(args.arch or data["ann"].get("arch") or data["protocol"].get("arch", ""))
