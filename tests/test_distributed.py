@@ -236,7 +236,8 @@ def _sweep_command(out, ann, fmnist) -> list[str]:
 
 def test_the_command_line_under_torchrun_writes_what_one_process_writes(ann, fmnist, tmp_path):
     """``torchrun --nproc_per_node 2 -m snncal sweep``: rank 0 alone writes, and its rows are one
-    process's rows (none bit for bit; light to float tolerance: the sums are split over ranks)."""
+    process's rows (accuracies equal; logit errors to float tolerance: each rank batches its share,
+    and light's sums are split over ranks)."""
     import json
     import os
     import subprocess
@@ -260,6 +261,7 @@ def test_the_command_line_under_torchrun_writes_what_one_process_writes(ann, fmn
     for key in ("acc", "agreement", "test_images"):
         assert rows["two"]["none"][key] == rows["one"]["none"][key]
         assert rows["two"]["light"][key] == rows["one"]["light"][key]
-    assert rows["two"]["none"]["logit_mse"] == pytest.approx(rows["one"]["none"]["logit_mse"], rel=1e-9)
+    # each rank batches its own share, and a CPU's conv kernels may round differently by batch size
+    assert rows["two"]["none"]["logit_mse"] == pytest.approx(rows["one"]["none"]["logit_mse"], rel=1e-6)
     assert rows["two"]["light"]["logit_mse"] == pytest.approx(rows["one"]["light"]["logit_mse"], rel=1e-4)
     assert rows["two"]["light"]["test_images"] == 21

@@ -55,8 +55,9 @@ class ConvertConfig:
                            "fine-tuning")
     hybrid_epochs: int = _f(2, "epochs of hybrid fine-tuning (method hybrid) over the calibration images")
     hybrid_lr: float = _f(1e-4, "Adam learning rate of hybrid fine-tuning")
-    cache_gb: float = _f(2.0, "memory for the spike trains of the calibration sweep; beyond it they "
-                         "are spilled to a temporary folder")
+    cache_gb: float = _f(4.0, "memory for what the calibration sweep keeps between passes: spike "
+                         "trains (spilled to a temporary folder beyond it), then each layer's input "
+                         "current (computed again beyond it)")
     amp: str = _f("off", "mixed precision of the simulation's stateless ops (conv, linear): off, "
                   "bfloat16 or float16 autocast; potentials and neurons stay float32; calibration "
                   "runs in float32 (unmeasured on GPUs: off by default)")

@@ -119,7 +119,7 @@ def evaluate(
                 sums[: len(Ts)] += (pred == y).sum(-1)
                 if ref is not None:
                     sums[len(Ts) : 2 * len(Ts)] += (pred == ref.argmax(-1)).sum(-1)
-                    sums[2 * len(Ts) : 3 * len(Ts)] += ((out - ref) ** 2).sum((1, 2)).double()
+                    sums[2 * len(Ts) : 3 * len(Ts)] += ((out.double() - ref.double()) ** 2).sum((1, 2))
     finally:
         for m, training in modes:
             m.train(training)

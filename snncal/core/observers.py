@@ -26,9 +26,12 @@ __all__ = [
 RULES = ("max", "percentile", "mmse")  # threshold rules answered by the observers
 
 
-def _per_channel_view(x: Tensor) -> Tensor:
-    """``[N, C, ...]`` -> ``[C, N * ...]``."""
-    return x.transpose(0, 1).reshape(x.shape[1], -1)
+CHUNK = 1 << 20  # elements per step of a histogram: its temporaries stay in the CPU's cache
+
+
+def _channel_dims(x: Tensor) -> tuple[int, ...]:
+    """Every axis of ``[N, C, ...]`` but the channel axis."""
+    return (0, *range(2, x.dim()))
 
 
 class MaxObserver(nn.Module):
@@ -41,8 +44,8 @@ class MaxObserver(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        y = x.detach().clamp(0, self.cap)
-        m = _per_channel_view(y).amax(1) if self.per_channel else y.max()
+        m = x.detach().amax(_channel_dims(x)) if self.per_channel else x.detach().max()
+        m = m.clamp(0, self.cap)  # = the maximum of the clamped values, without a copy of x
         self.max_val = torch.maximum(self.max_val.to(m.device), m)
         return x
 
@@ -71,16 +74,17 @@ class HistogramObserver(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        y = x.detach().clamp(max=self.cap) if self.cap is not None else x.detach()
-        scale = self.max_val.to(y.device).clamp_min(1e-12)
-        if self.per_channel:
-            y = _per_channel_view(y)
-            idx = (y / scale[:, None] * self.bins).long().clamp_(0, self.bins - 1)
-            idx += torch.arange(y.shape[0], device=y.device)[:, None] * self.bins
-        else:
-            idx = (y / scale * self.bins).long().clamp_(0, self.bins - 1)
-        counts = torch.bincount(idx[y > 0], minlength=self.hist.numel())
-        self.hist += counts.view_as(self.hist).to(self.hist)
+        y = x.detach()
+        y = y.reshape(len(y), y.shape[1], -1) if self.per_channel else y.reshape(len(y), 1, -1)
+        scale = self.max_val.to(y.device).clamp_min(1e-12).view(1, -1, 1)
+        offset = torch.arange(y.shape[1], device=y.device).view(1, -1, 1) * self.bins
+        dump = self.hist.numel()  # non-positive inputs (and NaN) are counted here, then dropped
+        counts = torch.zeros(dump + 1, dtype=torch.int64, device=y.device)
+        for part in y.split(max(1, CHUNK // y[0].numel())):
+            part = part.clamp(max=self.cap) if self.cap is not None else part
+            idx = (part / scale * self.bins).long().clamp_(0, self.bins - 1).add_(offset)
+            counts += torch.bincount(idx.masked_fill_(~(part > 0), dump).flatten(), minlength=dump + 1)
+        self.hist += counts[:dump].view_as(self.hist).to(self.hist)
         return x
 
     def all_reduce(self) -> HistogramObserver:

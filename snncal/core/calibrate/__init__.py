@@ -102,6 +102,8 @@ def _check_finite(layer: Layer, method: Method) -> None:
            if not torch.isfinite(t).all()]
     bad += [f"{type(m).__name__} {name}" for m in layer.synapses for name, p in m.named_parameters()
             if not torch.isfinite(p).all()]
+    if layer._bias_shift is not None and not torch.isfinite(layer._bias_shift).all():
+        bad.append("bias correction")
     if not bad and not (neuron.threshold > 0).all():
         bad = ["threshold (not positive)"]
     if bad:

@@ -60,4 +60,4 @@ def balanced_threshold(layer: Layer, cfg: ConvertConfig) -> None:
         best = errors.argmin(0)  # [C]
         flat = candidates.flatten(1)  # [K, C]
         layer.neuron.threshold = flat.gather(0, best[None])[0].view(base.shape)
-    layer.changed()
+    layer.changed(neuron_only=True)

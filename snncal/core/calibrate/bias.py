@@ -5,9 +5,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
 __all__ = [
     "bias_correction",
 ]
@@ -31,8 +28,4 @@ def bias_correction(layer: Layer, cfg: ConvertConfig) -> None:
         log.warning("%s: bias correction skipped: no conv/linear adds directly into this neuron",
                     layer.name)
         return
-    error = (stats.channel_error / stats.channel_gain.clamp_min(0.05)).to(synapse.weight)
-    if synapse.bias is None:
-        synapse.bias = nn.Parameter(torch.zeros_like(error))
-    synapse.bias.data -= error
-    layer.changed()
+    layer.add_bias(-stats.channel_error / stats.channel_gain.clamp_min(0.05))

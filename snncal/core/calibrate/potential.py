@@ -24,4 +24,4 @@ def potential_correction(layer: Layer, cfg: ConvertConfig) -> None:
     stats, neuron = layer.stats(), layer.neuron
     step = stats.element_error / stats.element_gain.clamp_min(0.5)
     neuron.v0 = (neuron.v0 - layer.T * step).to(neuron.v0.dtype)
-    layer.changed()
+    layer.changed(neuron_only=True)

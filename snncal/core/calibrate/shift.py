@@ -22,4 +22,4 @@ if TYPE_CHECKING:
 def threshold_shift(layer: Layer, cfg: ConvertConfig) -> None:
     """Turn the shift on for ``layer``'s neuron."""
     layer.neuron.shift = True
-    layer.changed()
+    layer.changed(neuron_only=True)

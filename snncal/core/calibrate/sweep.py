@@ -7,6 +7,12 @@ then simulates the calibrated layer on the already calibrated spike trains of th
 and stores its spike trains (bit-packed) for the layers after it. Stored values are freed after
 their last reader, so the cost is linear in depth and memory is bounded by the widest set of live
 layers. A sweep whose steps need no spike trains (thresholds from the ANN alone) simulates nothing.
+
+A layer is simulated several times (measure, correct, measure again), but most steps change only
+its neuron (threshold, initial potential, time-dependent bias) or the bias of the conv feeding it,
+which moves the input current by a constant. The sweep therefore keeps the layer's input current
+from its first simulation, within the memory budget, and later simulations re-run only the neuron
+(a bias change is added to the kept current). Steps that change weights drop it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ __all__ = [
 
 log = logging.getLogger("snncal")
 
+
+
+def _shares_memory(a: Tensor, b: Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def _as_float(spikes: Tensor) -> Tensor:
@@ -179,6 +189,8 @@ class Layer:
         self.first_stats: LayerStats | None = None
         self.finished = False
         self._stats: LayerStats | None = None
+        self._currents: dict[int, tuple[Tensor, bool]] = {}  # minibatch -> (current, temporal)
+        self._bias_shift: Tensor | None = None  # add_bias's change, not yet in the bias
 
     @property
     def T(self) -> int:
@@ -189,9 +201,69 @@ class Layer:
         """The sweep's seeded random source (minibatches of weight calibration, Poisson input)."""
         return self._sweep.generator
 
-    def changed(self) -> None:
-        """Say that a step changed this layer, so that its statistics are measured again."""
+    def changed(self, neuron_only: bool = False) -> None:
+        """Say that a step changed this layer, so that its statistics are measured again.
+
+        ``neuron_only``: only the neuron changed (its threshold, ``v0``, ``step_bias``, ``shift``),
+        so the input currents kept from the last simulation stay valid; otherwise (weights) they
+        are computed again."""
         self._stats = None
+        if not neuron_only:
+            self.drop_currents()
+
+    def add_bias(self, delta: Tensor) -> None:
+        """Add ``delta`` ``[C]`` to the bias of :attr:`bias_synapse`, which moves the neuron's
+        input current by exactly ``delta`` per channel.
+
+        Until the layer is finished the change is added to the current the segment computes with
+        its old bias, and the kept currents move with it: the sweep's numbers are then the same,
+        bit for bit, whether or not the currents fit in its memory budget. :meth:`Sweep.finish`
+        puts it into the bias."""
+        if self.bias_synapse is None:
+            raise RuntimeError(f"{self.name}: no conv/linear adds directly into this neuron")
+        shift = delta.to(self.target).view(-1, *([1] * (self.target.dim() - 2)))
+        self._bias_shift = shift if self._bias_shift is None else self._bias_shift + shift
+        for current, _ in self._currents.values():
+            current.add_(shift)  # the same float op as a new current's ``+ shift``
+        self._stats = None
+
+    def _fold_bias_shift(self) -> None:
+        """Put the pending :meth:`add_bias` change into the bias of :attr:`bias_synapse`."""
+        if self._bias_shift is None:
+            return
+        synapse, delta = self.bias_synapse, self._bias_shift.flatten()
+        if synapse.bias is None:
+            synapse.bias = nn.Parameter(torch.zeros_like(delta).to(synapse.weight))
+        synapse.bias.data += delta.to(synapse.bias)
+        self._bias_shift = None
+
+    def drop_currents(self) -> None:
+        """Forget the kept input currents and give their memory back to the sweep."""
+        for current, _ in self._currents.values():
+            self._sweep.budget[0] += current.numel() * current.element_size()
+        self._currents.clear()
+
+    def simulated_current(self, b: int, keep: bool = True) -> tuple[Tensor, bool]:
+        """The neuron's input current in the simulation for minibatch ``b``: ``(current,
+        temporal)``, time folded into the batch when temporal. Computed once and kept while the
+        sweep's memory budget allows (``keep``); not to be changed in place."""
+        sweep = self._sweep
+        if b in self._currents:
+            if keep:
+                return self._currents[b]
+            current, temporal = self._currents.pop(b)
+            sweep.budget[0] += current.numel() * current.element_size()
+            return current, temporal
+        current, temporal = sweep.run_segment(self.segment, *sweep.snn_inputs(self.segment, b))
+        if self._bias_shift is not None:
+            current = current + self._bias_shift
+        nbytes = current.numel() * current.element_size()
+        if keep and nbytes <= sweep.budget[0]:
+            if _shares_memory(current, sweep.images):  # kept currents are shifted in place
+                current = current.clone()
+            sweep.budget[0] -= nbytes
+            self._currents[b] = (current, temporal)
+        return current, temporal
 
     def stats(self) -> LayerStats:
         """Error statistics of this layer's rate against :attr:`target`, simulated over the
@@ -209,7 +281,8 @@ class Layer:
 
     def current(self, values: dict[fx.Node, Tensor], temporal: frozenset = frozenset()) -> Tensor:
         """The neuron's input current from the segment's input ``values`` (differentiable)."""
-        return self._sweep.run_segment(self.segment, values, temporal)[0]
+        current = self._sweep.run_segment(self.segment, values, temporal)[0]
+        return current if self._bias_shift is None else current + self._bias_shift
 
     def rate(self) -> Tensor | None:
         """Once the sweep finished this layer: its rate (time average of its spike trains, times
@@ -228,8 +301,8 @@ class Layer:
         """The neuron's input current in the simulation, one minibatch at a time: ``(index,
         current)``, the minibatch's slice of :attr:`target` and ``[T, B, ...]`` (a constant
         current is expanded, not copied)."""
-        for index, (values, temporal) in zip(self._sweep.slices, self.spike_inputs()):
-            current = self.current(values, temporal)
+        for b, index in enumerate(self._sweep.slices):
+            current, temporal = self.simulated_current(b)
             if temporal:
                 yield index, current.view(self.T, -1, *current.shape[1:])
             else:
@@ -275,8 +348,11 @@ class Layer:
         :meth:`block`) and replace its stored spike trains; returns its new statistics."""
         if not self.finished:
             raise RuntimeError(f"{self.name}: restore() is for finished layers; use changed()")
-        self._sweep.spikes.pop(self.segment.neuron).free()
-        self._stats = self._sweep.simulate(self, store=True)
+        sweep = self._sweep
+        sweep.spikes.pop(self.segment.neuron).free()
+        self._stats = sweep.simulate(self, store=True)
+        if sweep.active is not None:  # its input changed: its kept currents are stale
+            sweep.active.drop_currents()
         return self._stats
 
 
@@ -292,7 +368,8 @@ class Sweep:
         max_batch: the largest time-folded batch ``T * images`` of a simulated minibatch
             (``None``: :func:`~snncal.core.engine.auto_max_batch` of the images' device).
         ann_batch: images per ANN segment run (``None``: all at once).
-        cache_bytes: memory for the spike trains; beyond it they are spilled to ``spill_dir``.
+        cache_bytes: memory for the spike trains (beyond it they are spilled to ``spill_dir``),
+            then for the input currents of the layer being calibrated (computed again beyond it).
         seed: seeds :attr:`generator` (plus the rank under ``torch.distributed``, so that each
             process draws its own random numbers).
     """
@@ -307,7 +384,7 @@ class Sweep:
         max_batch: int | None = None,
         ann_batch: int | None = None,
         encoding: str = "direct",
-        cache_bytes: int = 2 << 30,
+        cache_bytes: int = 4 << 30,
         seed: int = 0,
         spill_dir: str | Path | None = None,
     ) -> None:
@@ -328,12 +405,13 @@ class Sweep:
         self.ann[self.placeholder] = images
         self.held: dict[fx.Node, Layer] = {}  # finished layers whose spike trains are stored
         self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        self.active: Layer | None = None  # the layer being calibrated
 
     def layers(self) -> Iterator[Layer]:
         """Each layer in graph order. When the caller asks for the next one, the layer is
         finished (:meth:`finish`) and the values no later layer reads are freed."""
         for seg in self.segments:
-            layer = Layer(self, seg)
+            layer = self.active = Layer(self, seg)
             yield layer
             self.finish(layer)
             self._done_with(seg)
@@ -346,11 +424,14 @@ class Sweep:
         layer.finished = True
         self.ann[layer.segment.neuron] = layer.target
         if not self.simulating:
+            layer._fold_bias_shift()
             return None
         store = self.readers_left.get(layer.segment.neuron, 0) > 0
         if store or layer._stats is None:
             layer._stats = self.simulate(layer, store=store)
             layer.first_stats = layer.first_stats or layer._stats
+        layer.drop_currents()
+        layer._fold_bias_shift()
         if store:
             self.held[layer.segment.neuron] = layer
         return layer._stats
@@ -406,8 +487,9 @@ class Sweep:
     @torch.no_grad()
     def simulate(self, layer: Layer, store: bool) -> LayerStats:
         """Run ``layer``'s segment and neuron for ``T`` steps over the calibration set; error
-        statistics against its target (summed over every process's share). With ``store``, its
-        spike trains are kept for its readers."""
+        statistics against its target (summed over every process's share). With ``store`` (the
+        layer's last simulation), its spike trains are kept for its readers, and its kept input
+        currents are given up as they are read."""
         seg, neuron, target = layer.segment, layer.neuron, layer.target
         zeros = torch.zeros(target.shape[1:], device=target.device)
         stats = LayerStats(zeros, zeros.clone(), 0.0, 0)
@@ -415,7 +497,7 @@ class Sweep:
         if store:
             self.spikes[seg.neuron] = SpikeStore(self.budget, self._spill_dir)
         for b, index in enumerate(self.slices):
-            current, temporal = self.run_segment(seg, *self.snn_inputs(seg, b))
+            current, temporal = layer.simulated_current(b, keep=not store)
             x = current.view(self.T, -1, *current.shape[1:]) if temporal else current
             out, v = neuron.scan(x, neuron.init_state(x[0] if temporal else x), self.T, self.T)
             rate = out.mean(0)

@@ -71,4 +71,4 @@ def time_bias_correction(layer: Layer, cfg: ConvertConfig) -> None:
         cumulative = -steps * error / gain.clamp_min(0.05)  # [T, C]
         delta = torch.diff(cumulative, dim=0, prepend=torch.zeros_like(cumulative[:1]))
         neuron.step_bias = neuron.step_bias + delta.view(shape).to(neuron.step_bias)
-    layer.changed()
+    layer.changed(neuron_only=True)

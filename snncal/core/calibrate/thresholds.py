@@ -39,7 +39,7 @@ def set_threshold(layer: Layer, threshold: Tensor, max_val: Tensor) -> None:
     if th.dim() == 1:
         th = th.view(-1, *([1] * (layer.target.dim() - 2)))
     layer.neuron.threshold = th.to(layer.target.device)
-    layer.changed()
+    layer.changed(neuron_only=True)
 
 
 def _max_observer(layer: Layer, cfg: ConvertConfig) -> obs.MaxObserver:
