@@ -33,6 +33,7 @@ from snncal.core.graph import SYNAPSES
 from snncal.core.neuron import IFNeuron, is_neuron
 
 __all__ = [
+    "CPU_SWEEP_BATCH",
     "CalibrationReport",
     "Layer",
     "LayerReport",
@@ -45,6 +46,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("snncal")
+
+# The sweep's time-folded batch off CUDA. Its neuron runs see all T steps of a minibatch at once;
+# at the engine's CPU default (64: 2 images at T = 32) their element-wise ops are too small to use
+# two cores, and 256 made ResNet-20's light pipeline 22 % faster on 2 threads, no slower on one.
+CPU_SWEEP_BATCH = 256
 
 
 
@@ -366,7 +372,8 @@ class Sweep:
         simulate: whether to simulate each layer and store its spike trains (steps that need the
             SNN); without, only the ANN is run.
         max_batch: the largest time-folded batch ``T * images`` of a simulated minibatch
-            (``None``: :func:`~snncal.core.engine.auto_max_batch` of the images' device).
+            (``None``: :data:`CPU_SWEEP_BATCH` off CUDA, else
+            :func:`~snncal.core.engine.auto_max_batch` of the images' device).
         ann_batch: images per ANN segment run (``None``: all at once).
         cache_bytes: memory for the spike trains (beyond it they are spilled to ``spill_dir``),
             then for the input currents of the layer being calibrated (computed again beyond it).
@@ -390,7 +397,10 @@ class Sweep:
     ) -> None:
         self.gm, self.images, self.T, self.encoding = gm, images, T, encoding
         self.simulating, self.ann_batch = simulate, ann_batch or len(images)
-        self.batch = max(1, min(len(images), (max_batch or auto_max_batch(images.device)) // T))
+        if max_batch is None:
+            cuda = images.device.type == "cuda"
+            max_batch = auto_max_batch(images.device) if cuda else CPU_SWEEP_BATCH
+        self.batch = max(1, min(len(images), max_batch // T))
         self.slices = [slice(i, i + self.batch) for i in range(0, len(images), self.batch)]
         self.segments = segments(gm)
         self.ann: dict[fx.Node, Tensor] = {}
