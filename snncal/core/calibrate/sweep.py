@@ -53,7 +53,6 @@ log = logging.getLogger("snncal")
 CPU_SWEEP_BATCH = 256
 
 
-
 def _shares_memory(a: Tensor, b: Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
@@ -433,17 +432,15 @@ class Sweep:
             return layer._stats
         layer.finished = True
         self.ann[layer.segment.neuron] = layer.target
-        if not self.simulating:
-            layer._fold_bias_shift()
-            return None
-        store = self.readers_left.get(layer.segment.neuron, 0) > 0
-        if store or layer._stats is None:
-            layer._stats = self.simulate(layer, store=store)
-            layer.first_stats = layer.first_stats or layer._stats
-        layer.drop_currents()
-        layer._fold_bias_shift()
-        if store:
-            self.held[layer.segment.neuron] = layer
+        if self.simulating:
+            store = self.readers_left.get(layer.segment.neuron, 0) > 0
+            if store or layer._stats is None:
+                layer._stats = self.simulate(layer, store=store)
+                layer.first_stats = layer.first_stats or layer._stats
+            layer.drop_currents()
+            if store:
+                self.held[layer.segment.neuron] = layer
+        layer._fold_bias_shift()  # after the last simulation, which added it to the current
         return layer._stats
 
     # -- running a segment --------------------------------------------------------------------
