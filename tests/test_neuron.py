@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from snncal.core import neuron
-from snncal.core.neuron import IFNeuron, clip_floor, if_scan
+from snncal.core.neuron import IFNeuron, clip_floor, if_count, if_scan
 
 
 @pytest.mark.parametrize("T", [1, 7, 32, 256])
@@ -83,3 +83,39 @@ def test_compiled_step_equals_eager_ops(monkeypatch, reset, constant):
     assert neuron._compiled["scan"] is not None  # compiled here, no fallback
     assert torch.equal(fused, eager) and torch.equal(v_fused, v_eager)
     assert 0.05 < (eager > 0).float().mean() < 0.95  # spikes and silences both occur
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("constant", [True, False])
+def test_spike_counts_are_the_scans_compiled_or_not(monkeypatch, reset, constant):
+    """Calibration's count of the spikes (compiled above COUNT_MIN_NUMEL, eager below or with
+    SNNCAL_COMPILE=0) must be the scan's, with the same final potential and spike trains."""
+    g = torch.Generator().manual_seed(0)
+    shape = (4, 16, 16, 16)  # 16384 elements >= COUNT_MIN_NUMEL
+    T = 11  # two blocks of SCAN_BLOCK, the second one short
+    x = torch.randn(shape if constant else (T, *shape), generator=g)
+    bias = torch.randn(T, 1, 16, 1, 1, generator=g) * 0.1  # one per step and channel
+    th = torch.rand(16, 1, 1, generator=g) + 0.5
+    v0 = torch.rand(shape, generator=g)
+    out, v_scan = if_scan(x, v0.clone(), th, T, reset, bias)
+    for compile_ in ("0", "1"):
+        monkeypatch.setenv("SNNCAL_COMPILE", compile_)
+        count, v, spikes = if_count(x, v0.clone(), th, T, reset, bias, spikes=True)
+        assert torch.equal(spikes, out > 0) and torch.equal(v, v_scan)
+        assert torch.equal(count, (out > 0).sum(0, dtype=torch.float32))
+        assert if_count(x, v0.clone(), th, T, reset, bias)[2] is None
+    assert neuron._compiled["count"] is not None  # compiled here, no fallback
+    assert 0.05 < spikes.float().mean() < 0.95
+
+
+def test_a_backend_that_cannot_compile_falls_back_to_eager_ops(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(neuron, "_compiled", {"scan": broken, "count": broken})
+    x = torch.rand(4, 16, 16, 16) * 2
+    with pytest.warns(UserWarning, match="torch.compile failed .*no C.. compiler"):
+        count, v, _ = if_count(x, torch.zeros_like(x), torch.tensor(0.5), 8)
+    assert neuron._compiled == {"scan": None, "count": None}
+    out, v_scan = if_scan(x, torch.zeros_like(x), torch.tensor(0.5), 8)
+    assert torch.equal(count, (out > 0).sum(0, dtype=torch.float32)) and torch.equal(v, v_scan)

@@ -19,6 +19,7 @@ __all__ = [
     "RESETS",
     "IFNeuron",
     "clip_floor",
+    "if_count",
     "if_scan",
     "is_neuron",
     "surrogate_scan",
@@ -27,6 +28,7 @@ __all__ = [
 
 RESETS = ("subtract", "zero", "switch")  # "switch": the TSC neuron (one burst, see switch_scan)
 FUSE_MIN_NUMEL = 1 << 17  # below this, the eager ops cost no more than a compiled call (~0.1 ms)
+COUNT_MIN_NUMEL = 1 << 14  # the same for if_count, whose eager ops also write the spikes out
 SCAN_BLOCK = 8  # steps per compiled call: one graph per block length, unrolled
 
 
@@ -94,6 +96,47 @@ def if_scan(
         else:
             v.mul_(1 - s)
     return spikes.mul_(threshold), v
+
+
+def if_count(
+    x: Tensor,
+    v: Tensor,
+    threshold: Tensor,
+    steps: int,
+    reset: str = "subtract",
+    bias: Tensor | float = 0.0,
+    spikes: bool = False,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """:func:`if_scan` as calibration reads it: the number of spikes per element ``[N, ...]``
+    (float), the final potential and, with ``spikes``, the spike trains as bool ``[steps, N, ...]``.
+
+    The same neuron without the scaled output, which the calibration sweep would only average:
+    compiled, a block of steps reads its input and writes the counts (and the spikes if asked)."""
+    no_bias = isinstance(bias, float) and bias == 0.0
+    scan = None if reset == "switch" else _compiled_scan(x, v, count=True)
+    if scan is not None:
+        b = None if no_bias else torch.as_tensor(bias, dtype=v.dtype, device=v.device)
+        count = torch.zeros_like(v)
+        fired = torch.empty((steps, *v.shape), dtype=torch.bool, device=v.device) if spikes else None
+        for t0 in range(0, steps, SCAN_BLOCK):
+            n = min(SCAN_BLOCK, steps - t0)
+            out = _call(scan, t0, v, count, _steps(x, v, t0, n), _steps(b, v, t0, n), threshold,
+                        reset == "subtract", n, spikes)
+            if out is None:
+                break
+            s, v, count = out
+            if spikes:  # 0/1 as float from the kernel (its C++ code writes bools slowly);
+                fired[t0 : t0 + n].copy_(s)  # a copy casts them faster than a comparison
+        else:
+            return count, v, fired
+    out, v = if_scan(x, v, threshold, steps, reset, bias)
+    fired = out != 0
+    return fired.sum(0, dtype=v.dtype), v, (fired if spikes else None)
+
+
+def _steps(a: Tensor | None, v: Tensor, t0: int, n: int) -> Tensor | None:
+    """Steps ``t0 .. t0 + n - 1`` of a per-step input (one more dimension than ``v``)."""
+    return a[t0 : t0 + n] if a is not None and a.dim() > v.dim() else a
 
 
 def _needs_grad(x: Tensor, threshold: Tensor, residual: Tensor | None) -> bool:
@@ -180,28 +223,55 @@ def _if_block(
     return torch.stack(outs), v
 
 
-_compiled: dict[str, object] = {}  # "scan" -> compiled _if_block; None once compiling failed here
+def _count_block(
+    v: Tensor,
+    count: Tensor,
+    x: Tensor,
+    bias: Tensor | None,
+    threshold: Tensor,
+    subtract: bool,
+    steps: int,
+    spikes: bool,
+) -> tuple[Tensor | None, Tensor, Tensor]:
+    """``steps`` steps of :func:`if_count` as one pure graph (see :func:`_if_block`)."""
+    outs = []
+    for t in range(steps):
+        xt = x[t] if x.dim() > v.dim() else x
+        if bias is not None:
+            xt = xt + (bias[t] if bias.dim() > v.dim() else bias)
+        v = v + xt
+        s = v >= threshold
+        count = count + s
+        v = v - s * threshold if subtract else v.masked_fill(s, 0.0)
+        outs.append(s.to(v.dtype))
+    return (torch.stack(outs) if spikes else None), v, count
 
 
-def _compiled_scan(x: Tensor, v: Tensor):
+# "scan" -> compiled _if_block, "count" -> compiled _count_block; None once compiling failed here
+_compiled: dict[str, object] = {}
+
+
+def _compiled_scan(x: Tensor, v: Tensor, count: bool = False):
     """The compiled block for large, gradient-free scans, or ``None`` for eager ops
     (``SNNCAL_COMPILE=0``, or torch.compile failed here: no C++ compiler, no Triton)."""
+    key = "count" if count else "scan"
     if (
-        v.numel() < FUSE_MIN_NUMEL
+        v.numel() < (COUNT_MIN_NUMEL if count else FUSE_MIN_NUMEL)
         or x.requires_grad
         or v.requires_grad
         or os.environ.get("SNNCAL_COMPILE", "1") == "0"
+        or _compiled.get(key, 0) is None
     ):
         return None
-    if "scan" not in _compiled:
+    if key not in _compiled:
         # a CPU-only torch warns "No CUDA runtime is found" when inductor builds its C++ kernel
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         # one graph per block length, dtype, device, rank and input layout: a program that
         # simulates several networks needs more than dynamo's default of 8 before it would stop
         cfg = torch._dynamo.config
         cfg.recompile_limit = max(cfg.recompile_limit, 64)
-        _compiled["scan"] = torch.compile(_if_block, fullgraph=True)
-    return _compiled["scan"]
+        _compiled[key] = torch.compile(_count_block if count else _if_block, fullgraph=True)
+    return _compiled[key]
 
 
 def _scan_compiled(
@@ -215,25 +285,29 @@ def _scan_compiled(
     reset: str,
 ) -> tuple[Tensor, Tensor] | None:
     """:func:`if_scan` in blocks of ``SCAN_BLOCK`` steps; ``None`` if it cannot compile here."""
-
-    def block(a: Tensor | None, t0: int, n: int) -> Tensor | None:
-        return a[t0 : t0 + n] if a is not None and a.dim() > v.dim() else a
-
     blocks = []
     for t0 in range(0, steps, SCAN_BLOCK):
         n = min(SCAN_BLOCK, steps - t0)
-        xt, rt, bt = block(x, t0, n), block(residual, t0, n), block(bias, t0, n)
-        try:
-            out, v = scan(v, xt, rt, bt, threshold, reset == "subtract", n)
-        except Exception as err:  # any backend failure (no C++ compiler, no Triton): fall back
-            if t0 > 0:  # compiling happens at the first block, and the blocks do not touch v
-                raise
-            warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); IF neurons run "
-                          "as eager ops from now on, which is slower", stacklevel=3)
-            _compiled["scan"] = None
+        xt, rt, bt = _steps(x, v, t0, n), _steps(residual, v, t0, n), _steps(bias, v, t0, n)
+        out = _call(scan, t0, v, xt, rt, bt, threshold, reset == "subtract", n)
+        if out is None:
             return None
-        blocks.append(out)
+        blocks.append(out[0])
+        v = out[1]
     return (blocks[0] if len(blocks) == 1 else torch.cat(blocks)), v
+
+
+def _call(scan, t0: int, *args: object) -> tuple | None:
+    """One compiled block; ``None`` if it cannot compile here (then IF neurons run as eager ops)."""
+    try:
+        return scan(*args)
+    except Exception as err:  # any backend failure (no C++ compiler, no Triton): fall back
+        if t0 > 0:  # compiling happens at the first block, and the blocks do not touch v
+            raise
+        warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); IF neurons run "
+                      "as eager ops from now on, which is slower", stacklevel=4)
+        _compiled["scan"] = _compiled["count"] = None
+        return None
 
 
 class IFNeuron(nn.Module):
@@ -294,6 +368,16 @@ class IFNeuron(nn.Module):
         if self.step_bias is not None:
             bias = bias + self.bias_at(t0, steps).to(v.dtype)
         return if_scan(x, v, self.threshold.to(v.dtype), steps, self.reset, bias, residual)
+
+    def count(
+        self, x: Tensor, v: Tensor, T: int, spikes: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A whole simulation of length ``T`` from state ``v``, as calibration reads it: spike
+        counts, final state and, with ``spikes``, the bool spike trains; see :func:`if_count`."""
+        bias = self.threshold / (2 * T) if self.shift else 0.0
+        if self.step_bias is not None:
+            bias = bias + self.bias_at(0, T).to(v.dtype)
+        return if_count(x, v, self.threshold.to(v.dtype), T, self.reset, bias, spikes)
 
     def bias_at(self, t0: int, steps: int) -> Tensor:
         """The time-dependent bias of steps ``t0 .. t0 + steps - 1`` as ``[steps, 1, ...]``, which

@@ -102,11 +102,11 @@ class HistogramObserver(nn.Module):
         ``thresholds`` is ``[K]`` (or ``[K, C]`` per channel); returns the same shape.
         """
         centers, hist = self._centers(), self.hist.cpu()
-        errs = [
-            (hist * (centers - clip_floor(centers, th.double()[..., None], T)) ** 2).sum(-1)
-            for th in thresholds
-        ]
-        return torch.stack(errs)
+        th = thresholds.double()[..., None]  # [K, (C,) 1] against [(C,) bins]
+        return torch.cat([
+            (hist * (centers - clip_floor(centers, part, T)) ** 2).sum(-1)
+            for part in th.split(max(1, (1 << 16) // hist.numel()))
+        ])
 
     def mmse(self, T: int, candidates: int = 200) -> Tensor:
         """The paper's threshold: argmin over a grid ``max * k / K`` of the ClipFloor MSE."""

@@ -506,8 +506,9 @@ class Sweep:
         for b, index in enumerate(self.slices):
             current, temporal = layer.simulated_current(b, keep=not store)
             x = current.view(self.T, -1, *current.shape[1:]) if temporal else current
-            out, v = neuron.scan(x, neuron.init_state(x[0] if temporal else x), self.T, self.T)
-            rate = out.mean(0)
+            count, v, spikes = neuron.count(x, neuron.init_state(x[0] if temporal else x),
+                                            self.T, store)
+            rate = count * (neuron.threshold / self.T)
             err = rate - target[index]
             # mean input current + v(0)/T, from the final potential: sum(x) = v(T) - v(0) + Vth * count
             drive = neuron.potential(v) / self.T + rate
@@ -517,7 +518,7 @@ class Sweep:
             sq_sum += (err**2).sum()
             stats.count += err.shape[0]
             if store:
-                self.spikes[seg.neuron].append(out > 0)
+                self.spikes[seg.neuron].append(spikes)
         stats.sq_sum = float(sq_sum)
         return stats.all_reduce()
 
