@@ -364,9 +364,7 @@ class IFNeuron(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Advance steps ``t0 .. t0 + steps - 1`` of a simulation of total length ``T``; see
         :func:`if_scan`."""
-        bias = self.threshold / (2 * T) if self.shift else 0.0
-        if self.step_bias is not None:
-            bias = bias + self.bias_at(t0, steps).to(v.dtype)
+        bias = self._bias(t0, steps, T, v.dtype)
         return if_scan(x, v, self.threshold.to(v.dtype), steps, self.reset, bias, residual)
 
     def count(
@@ -374,10 +372,16 @@ class IFNeuron(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """A whole simulation of length ``T`` from state ``v``, as calibration reads it: spike
         counts, final state and, with ``spikes``, the bool spike trains; see :func:`if_count`."""
+        bias = self._bias(0, T, T, v.dtype)
+        return if_count(x, v, self.threshold.to(v.dtype), T, self.reset, bias, spikes)
+
+    def _bias(self, t0: int, steps: int, T: int, dtype: torch.dtype) -> Tensor | float:
+        """The extra input current of steps ``t0 .. t0 + steps - 1``: the threshold shift and
+        the time-dependent bias (0.0 without either)."""
         bias = self.threshold / (2 * T) if self.shift else 0.0
         if self.step_bias is not None:
-            bias = bias + self.bias_at(0, T).to(v.dtype)
-        return if_count(x, v, self.threshold.to(v.dtype), T, self.reset, bias, spikes)
+            bias = bias + self.bias_at(t0, steps).to(dtype)
+        return bias
 
     def bias_at(self, t0: int, steps: int) -> Tensor:
         """The time-dependent bias of steps ``t0 .. t0 + steps - 1`` as ``[steps, 1, ...]``, which
