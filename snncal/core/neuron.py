@@ -243,7 +243,8 @@ def _count_block(
         s = v >= threshold
         count = count + s
         v = v - s * threshold if subtract else v.masked_fill(s, 0.0)
-        outs.append(s.to(v.dtype))
+        if spikes:
+            outs.append(s.to(v.dtype))
     return (torch.stack(outs) if spikes else None), v, count
 
 
