@@ -210,16 +210,8 @@ def _if_block(
     the loop in :func:`if_scan`; compiled, a step costs less than the ANN's BN + ReLU."""
     outs = []
     for t in range(steps):
-        xt = x[t] if x.dim() > v.dim() else x
-        if residual is not None:
-            xt = xt + (residual[t] if residual.dim() > v.dim() else residual)
-        if bias is not None:
-            xt = xt + (bias[t] if bias.dim() > v.dim() else bias)
-        v = v + xt
-        s = v >= threshold
-        out = s * threshold
-        v = v - out if subtract else v.masked_fill(s, 0.0)
-        outs.append(out)
+        v, s = _block_step(v, x, residual, bias, t, threshold, subtract)
+        outs.append(s * threshold)
     return torch.stack(outs), v
 
 
@@ -236,16 +228,32 @@ def _count_block(
     """``steps`` steps of :func:`if_count` as one pure graph (see :func:`_if_block`)."""
     outs = []
     for t in range(steps):
-        xt = x[t] if x.dim() > v.dim() else x
-        if bias is not None:
-            xt = xt + (bias[t] if bias.dim() > v.dim() else bias)
-        v = v + xt
-        s = v >= threshold
+        v, s = _block_step(v, x, None, bias, t, threshold, subtract)
         count = count + s
-        v = v - s * threshold if subtract else v.masked_fill(s, 0.0)
         if spikes:
             outs.append(s.to(v.dtype))
     return (torch.stack(outs) if spikes else None), v, count
+
+
+def _block_step(
+    v: Tensor,
+    x: Tensor,
+    residual: Tensor | None,
+    bias: Tensor | None,
+    t: int,
+    threshold: Tensor,
+    subtract: bool,
+) -> tuple[Tensor, Tensor]:
+    """Step ``t`` of a compiled block: charge with ``(x + residual) + bias`` (each per step or
+    constant), fire, reset; the new potential and the spikes (bool)."""
+    xt = x[t] if x.dim() > v.dim() else x
+    if residual is not None:
+        xt = xt + (residual[t] if residual.dim() > v.dim() else residual)
+    if bias is not None:
+        xt = xt + (bias[t] if bias.dim() > v.dim() else bias)
+    v = v + xt
+    s = v >= threshold
+    return (v - s * threshold if subtract else v.masked_fill(s, 0.0)), s
 
 
 # "scan" -> compiled _if_block, "count" -> compiled _count_block; None once compiling failed here
