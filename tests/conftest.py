@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,10 @@ from tiny import fashion_mnist
 
 # Tiny test models gain nothing from threads, and threads thrash on a shared 2-core machine.
 torch.set_num_threads(1)
+# Eager IF neurons unless a test is about compilation (those set SNNCAL_COMPILE=1 themselves and
+# compare with eager ops bit for bit): compiling a kernel costs seconds, a tiny scan microseconds.
+# Set in the environment, so the command-line tests' subprocesses inherit it.
+os.environ["SNNCAL_COMPILE"] = "0"
 
 
 @pytest.fixture(autouse=True)

@@ -63,8 +63,18 @@ def test_train_transforms_keep_shape_and_range(tmp_path: Path) -> None:
 
 
 def test_test_transform_is_deterministic(tmp_path: Path) -> None:
-    ds = data.build_dataset("cifar10", _image_folder(tmp_path / "cifar"), "test", augment="paper")
-    assert torch.equal(ds[5][0], ds[5][0])
+    """The test split ignores the augmentation: the same image under two random states is the
+    same tensor, where the training split's paper augmentation gives two different ones."""
+    root = _image_folder(tmp_path / "cifar")
+    draws = {}
+    for split in ("test", "train"):
+        ds = data.build_dataset("cifar10", root, split, augment="paper")
+        torch.manual_seed(0)
+        first = ds[5][0]
+        torch.manual_seed(1)
+        draws[split] = (first, ds[5][0])
+    assert torch.equal(*draws["test"])
+    assert not torch.equal(*draws["train"])
 
 
 def test_cutout_zeroes_a_square() -> None:

@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -51,13 +56,13 @@ def test_reset_to_zero_drops_the_excess():
 
 
 def test_threshold_shift_adds_half_a_threshold_over_T():
-    neuron = IFNeuron(1.0, shift=True)
-    x = torch.full((1,), 0.49)
-    spikes, _ = neuron.scan(x, torch.zeros(1), 100, 100)
-    assert spikes.sum().item() == 49  # floor(49 + 0.5)
-    spikes, _ = neuron.scan(x, torch.zeros(1), 100, 100)
-    plain, _ = IFNeuron(1.0).scan(torch.full((1,), 0.485), torch.zeros(1), 100, 100)
-    assert plain.sum().item() == 48
+    """The shift turns ClipFloor's floor into a rounding: 48.7 spikes' worth of input fires 48
+    times without it and 49 times with it."""
+    x = torch.full((1,), 0.487)
+    shifted, _ = IFNeuron(1.0, shift=True).scan(x, torch.zeros(1), 100, 100)
+    plain, _ = IFNeuron(1.0).scan(x, torch.zeros(1), 100, 100)
+    assert plain.sum().item() == 48  # floor(48.7)
+    assert shifted.sum().item() == 49  # floor(48.7 + 0.5)
 
 
 def test_neuron_refuses_stand_alone_forward_and_bad_reset():
@@ -112,6 +117,7 @@ def test_a_backend_that_cannot_compile_falls_back_to_eager_ops(monkeypatch):
     def broken(*args):
         raise RuntimeError("no C++ compiler")
 
+    monkeypatch.setenv("SNNCAL_COMPILE", "1")
     monkeypatch.setattr(neuron, "_compiled", {"scan": broken, "count": broken})
     x = torch.rand(4, 16, 16, 16) * 2
     with pytest.warns(UserWarning, match="torch.compile failed .*no C.. compiler"):
@@ -119,3 +125,30 @@ def test_a_backend_that_cannot_compile_falls_back_to_eager_ops(monkeypatch):
     assert neuron._compiled == {"scan": None, "count": None}
     out, v_scan = if_scan(x, torch.zeros_like(x), torch.tensor(0.5), 8)
     assert torch.equal(count, (out > 0).sum(0, dtype=torch.float32)) and torch.equal(v, v_scan)
+
+
+def test_without_a_cpp_compiler_neurons_run_as_eager_ops(tmp_path):
+    """A user without a C++ compiler (torch.compile's CPU backend needs one): one warning that
+    says so, then the same spikes as eager ops. A fresh process with no compiler on ``CXX`` and an
+    empty kernel cache, as such a user meets it."""
+    script = (
+        "import warnings, torch\n"
+        "from snncal.core.neuron import if_scan\n"
+        "x = torch.rand(8, 16, 32, 32, generator=torch.Generator().manual_seed(0)) * 2\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    out, v = if_scan(x, torch.zeros_like(x), torch.tensor(0.5), 8)\n"
+        "import os; os.environ['SNNCAL_COMPILE'] = '0'\n"
+        "eager, v_eager = if_scan(x, torch.zeros_like(x), torch.tensor(0.5), 8)\n"
+        "print(torch.equal(out, eager) and torch.equal(v, v_eager))\n"
+        "print([str(w.message) for w in caught])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "SNNCAL_COMPILE": "1",
+           "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    equal, messages = run.stdout.splitlines()[-2:]
+    assert equal == "True"
+    assert "torch.compile failed" in messages and "eager ops" in messages
+    assert messages.count("torch.compile failed") == 1

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +169,37 @@ def test_warmup_ramps_the_learning_rate_then_decays_it() -> None:
         scheduler.step()
     assert lrs[0] == pytest.approx(0.001) and lrs[10] == pytest.approx(0.1)
     assert lrs[:11] == sorted(lrs[:11]) and lrs[10:] == sorted(lrs[10:], reverse=True)
+
+
+def test_a_training_process_killed_with_sigkill_resumes_to_the_uninterrupted_result(
+    fmnist: Path, tmp_path: Path
+) -> None:
+    """``kill -9`` of a real ``snncal train`` process between epochs, then the same command
+    again: the checkpoint and the history are those of a run that was never interrupted."""
+    from snncal.app.cli import main
+
+    def args(out: Path) -> list[str]:
+        return ["train", "--arch", "cnn_small", "--width", "0.25", "--dataset", "fashion_mnist",
+                "--data-dir", str(fmnist), "--epochs", "6", "--batch-size", "50", "--augment",
+                "basic", "--threads", "1", "--no-progress", "--out", str(out)]
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "snncal", *args(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (killed / "history.json").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # as soon as the first epoch is saved
+    assert proc.wait() == -signal.SIGKILL
+    epochs_before = len(json.loads((killed / "history.json").read_text()))
+    assert 1 <= epochs_before < 6
+    assert main(args(killed)) == 0
+    assert main(args(tmp_path / "whole")) == 0
+
+    a, _ = ck.read_checkpoint(tmp_path / "whole" / "last")
+    b, _ = ck.read_checkpoint(killed / "last")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    whole, resumed = ([{k: v for k, v in r.items() if k != "seconds"} for r in
+                       json.loads((d / "history.json").read_text())] for d in (tmp_path / "whole", killed))
+    assert len(whole) == 6 and resumed == whole

@@ -61,8 +61,6 @@ def _run_options(p: argparse.ArgumentParser, out: str) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", default=out, help=f"output folder (default: {out})")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:1, ...")
-    g.add_argument("--workers", type=int, default=0, choices=range(0, 65), metavar="N",
-                   help="DataLoader worker processes (default: 0)")
     g.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads (default: torch's, one per physical core); results of "
                    "calibration depend on it, never on the machine's load")
@@ -77,9 +75,20 @@ def _model_options(p: argparse.ArgumentParser, checkpoint_required: bool = True)
                    help="ANN checkpoint (PATH or PATH.safetensors, as written by `snncal train`)")
     g.add_argument("--dataset", default=None, help="data set name (default: the checkpoint's)")
     g.add_argument("--data-dir", default=None, help="data set root (default: the data set's default)")
+
+
+def _test_options(p: argparse.ArgumentParser) -> None:
+    """How the commands that evaluate read the test split."""
+    g = p.add_argument_group("evaluation")
     g.add_argument("--test-images", type=positive_int, default=None,
                    help="evaluate on N test images evenly spaced through the split (default: all)")
     g.add_argument("--eval-batch-size", type=positive_int, default=100, help="test batch size (default: 100)")
+    _workers_option(g)
+
+
+def _workers_option(g: Any) -> None:
+    g.add_argument("--workers", type=int, default=0, choices=range(0, 65), metavar="N",
+                   help="DataLoader worker processes (default: 0)")
 
 
 def _ints(p: argparse.ArgumentParser, flag: str, default: Sequence[int], text: str) -> None:
@@ -356,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", _cmd_evaluate)
     _model_options(p, checkpoint_required=False)
+    _test_options(p)
     p.add_argument("--snn", default=None, help="SNN saved by `snncal convert`")
     _ints(p, "--T", (16, 32, 64, 128, 256), "simulation lengths, all from one simulation")
     p.add_argument("--rate-T", type=positive_int, default=None,
@@ -369,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, out in grids:
         p = command(name, func)
         _model_options(p)
+        _test_options(p)
         default = PAPER_METHODS if name == "reproduce" else ("none", "light", "advanced")
         p.add_argument("--methods", nargs="+", default=list(default),
                        help=f"calibration methods (snncal.core.calibrate.METHODS or '+'-joined steps; "
@@ -406,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-images", type=positive_int, default=d.calib_images,
                    help=f"calibration images per conversion (default: {d.calib_images})")
     p.add_argument("--seed", type=int, default=0, help="seed of training and of the calibration images")
+    _workers_option(p)
     _run_options(p, d.out)
     for action in p._actions:  # the quickstart's table must not depend on the machine: fixed threads
         if action.dest == "threads":
