@@ -199,10 +199,30 @@ def test_kept_currents_change_the_cost_not_the_network(method, passes):
 
 @pytest.mark.parametrize("case", sorted(golden.CASES))
 def test_calibrated_networks_match_the_recorded_ones(case):
-    """none / light / advanced (and other settings) give the same network, to float rounding, as
-    the code that recorded tests/golden.json."""
+    """Every method (and other settings) gives the network the code that recorded
+    tests/golden.json gave, and makes the same changes to it (within golden.RTOL)."""
     expected = json.loads(golden.PATH.read_text())[case]
-    assert golden.mismatches(golden.fingerprint(golden.build(case)), expected) == []
+    assert golden.mismatches(golden.fingerprint(*golden.build(case)), expected) == []
+
+
+@pytest.mark.parametrize(("case", "step"), [(c, s) for c in sorted(golden.CASES) for s in golden.steps(c)])
+def test_every_step_toggled_off_fails_its_golden(case, step, monkeypatch):
+    """The goldens pin each step, not only the network's rough size: without any one step of
+    its method, a case no longer matches."""
+    monkeypatch.setitem(*golden.without(step))
+    expected = json.loads(golden.PATH.read_text())[case]
+    assert golden.mismatches(golden.fingerprint(*golden.build(case)), expected) != []
+
+
+@pytest.mark.parametrize(("case", "weaker"), [("plain-hybrid-T4", dict(hybrid_epochs=0)),
+                                              ("mixed-advanced-T8", dict(weight_iters=10)),
+                                              ("mixed-advanced+-T4", dict(weight_iters=10))])
+def test_a_weakened_step_fails_its_golden(case, weaker, monkeypatch):
+    """Half the weight-calibration iterations, or hybrid training skipped, is caught too."""
+    net, kw = golden.CASES[case]
+    monkeypatch.setitem(golden.CASES, case, (net, {**kw, **weaker}))
+    expected = json.loads(golden.PATH.read_text())[case]
+    assert golden.mismatches(golden.fingerprint(*golden.build(case)), expected) != []
 
 
 def test_a_killed_calibrations_spill_folder_is_removed_by_the_next(tmp_path):
