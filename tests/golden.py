@@ -37,7 +37,9 @@ CASES = {
     "mixed-rmp-T8": ("mixed", dict(T=8, method="rmp")),
     "mixed-tsc-T8": ("mixed", dict(T=8, method="tsc")),
     "mixed-opt-T8": ("mixed", dict(T=8, method="opt")),
-    "plain-hybrid-T4": ("plain", dict(T=4, method="hybrid", hybrid_epochs=1, weight_batch=32)),
+    "plain-hybrid-T4": (
+        "plain", dict(T=4, method="hybrid", hybrid_epochs=2, hybrid_lr=1e-2, weight_batch=32)
+    ),
 }
 PATH = Path(__file__).with_name("golden.json")
 
@@ -47,8 +49,9 @@ def build(case: str) -> snncal.SpikingNetwork:
     torch.manual_seed(0)
     model = randomize_bn(Mixed() if net == "mixed" else Plain())
     x = torch.rand(96, 3, 16, 16) if net == "mixed" else torch.rand(96, 3, 8, 8)
-    if kw["method"] == "hybrid":  # it trains on labelled images
-        x = torch.utils.data.TensorDataset(x, torch.arange(96) % 10)
+    if kw["method"] == "hybrid":  # it trains on a labelled training set apart from calibration
+        train = torch.utils.data.TensorDataset(torch.rand(64, 3, 8, 8), torch.arange(64) % 10)
+        return snncal.convert(model, x, batch_size=32, train_data=train, **kw)
     return snncal.convert(model, x, batch_size=32, **kw)
 
 
