@@ -17,6 +17,7 @@ __all__ = [
     "evaluation_split",
     "set_threads",
     "splits",
+    "training_split",
 ]
 
 log = logging.getLogger("snncal")
