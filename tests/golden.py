@@ -44,7 +44,9 @@ CASES = {
     "mixed-rmp-T8": ("mixed", dict(T=8, method="rmp")),
     "mixed-tsc-T8": ("mixed", dict(T=8, method="tsc")),
     "mixed-opt-T8": ("mixed", dict(T=8, method="opt")),
-    "plain-hybrid-T4": ("plain", dict(T=4, method="hybrid", hybrid_epochs=1, weight_batch=32)),
+    "plain-hybrid-T4": (
+        "plain", dict(T=4, method="hybrid", hybrid_epochs=2, hybrid_lr=1e-2, weight_batch=32)
+    ),
     "mixed-light+-T4": ("mixed", dict(T=4, method="light+")),
     "mixed-advanced+-T4": ("mixed", dict(T=4, method="advanced+", weight_iters=20)),
     "plain-tbias-T4": ("plain", dict(T=4, method="tbias")),
@@ -61,8 +63,11 @@ def build(case: str) -> tuple[snncal.SpikingNetwork, snncal.SpikingNetwork]:
     torch.manual_seed(0)
     model = randomize_bn(Mixed() if net == "mixed" else Plain())
     x = torch.rand(96, 3, 16, 16) if net == "mixed" else torch.rand(96, 3, 8, 8)
-    data = torch.utils.data.TensorDataset(x, torch.arange(96) % 10) if kw["method"] == "hybrid" else x
-    snn = snncal.convert(model, data, batch_size=32, **kw)  # hybrid trains on labelled images
+    if kw["method"] == "hybrid":  # it trains on a labelled training set apart from calibration
+        kw = {**kw, "train_data": torch.utils.data.TensorDataset(torch.rand(64, 3, 8, 8),
+                                                                 torch.arange(64) % 10)}
+    snn = snncal.convert(model, x, batch_size=32, **kw)
+    kw.pop("train_data", None)
     return snn, snncal.to_spiking(snncal.prepare(model, x[:32], batch_size=32, **kw), **kw)
 
 
@@ -121,7 +126,7 @@ def mismatches(found: dict[str, object], expected: dict[str, object]) -> list[st
 def without(step: str):
     """The step table with ``step`` a no-op (for a ``monkeypatch.setitem`` or a ``with``)."""
     if step in NETWORK_STEPS:
-        return NETWORK_STEPS, step, lambda snn, images, labels, cfg: {}
+        return NETWORK_STEPS, step, lambda *args: {}
     return STEPS, step, Step(lambda layer, cfg: None, STEPS[step].spikes)
 
 

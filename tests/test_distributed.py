@@ -82,8 +82,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         calib = TensorDataset(x[share], y[share])
         result = {"world": distributed.world_size(), "rank": distributed.rank()}
         for case, kw in {**EQUAL, **SAME}.items():
-            data = calib if case.startswith("hybrid") else x[share]
-            snn = snncal.convert(_model(), data, **BASE, **kw)
+            train = calib if case.startswith("hybrid") else None  # its share of the training set
+            snn = snncal.convert(_model(), x[share], train_data=train, **BASE, **kw)
             result[case] = {k: v.clone() for k, v in snn.state_dict().items()}
             result[case + "/report"] = snn.calibration
         snn = snncal.convert(_model(), x[share], **BASE, **EQUAL["none"])
@@ -112,8 +112,8 @@ def ranks(tmp_path_factory):
 @functools.cache
 def _single(case: str) -> snncal.SpikingNetwork:
     x, y = _data()
-    data = TensorDataset(x, y) if case.startswith("hybrid") else x
-    return snncal.convert(_model(), data, **BASE, **{**EQUAL, **SAME}[case])
+    train = TensorDataset(x, y) if case.startswith("hybrid") else None
+    return snncal.convert(_model(), x, train_data=train, **BASE, **{**EQUAL, **SAME}[case])
 
 
 def test_the_workers_saw_a_process_group(ranks):

@@ -26,7 +26,7 @@ def _activation_types(model: nn.Module) -> set[type]:
 
 def test_registry_has_the_issue_models() -> None:
     expected = {
-        "vgg16", "vgg16_bn", "resnet20", "resnet20_he", "resnet32_he", "resnet56_he",
+        "vgg16", "vgg16_bn", "resnet20", "resnet20_he", "resnet20_nobn", "resnet32_he", "resnet56_he",
         "resnet34", "mobilenet", "mobilenet_cifar",
         "tv_resnet18", "tv_vgg11_bn", "tv_mobilenet_v2", "tv_alexnet",
     }  # fmt: skip
@@ -56,7 +56,7 @@ def test_zoo_traces_and_uses_relu_only(name: str) -> None:
     torch.testing.assert_close(gm(x), model(x))
 
 
-@pytest.mark.parametrize("name", ["resnet20_he", "vgg16_bn", "mobilenet_cifar", "resnet34"])
+@pytest.mark.parametrize("name", ["resnet20_he", "vgg16_bn", "mobilenet_cifar", "resnet34", "resnet20_nobn"])
 def test_width_multiplier_scales_channels(name: str) -> None:
     def params(w: float) -> int:
         return sum(p.numel() for p in zoo.create(name, width=w).parameters())
@@ -69,6 +69,14 @@ def test_paper_shapes() -> None:
     convs = [m for m in he.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
     assert len(convs) == 19 and convs[-1].out_channels == 64
     assert zoo.create("resnet56_he").fc.in_features == 64
+    # Sengupta et al.'s / Rathi et al.'s ResNet-20: 3 pre-process + 16 block 3x3 convs, no BN, no bias
+    nobn = zoo.create("resnet20_nobn")
+    convs = [m for m in nobn.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == 19 and [c.out_channels for c in convs[:3]] == [64] * 3
+    assert convs[-1].out_channels == 512 and nobn.classifier.in_features == 512 * 2 * 2
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in nobn.modules())
+    synapses = [m for m in nobn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert all(m.bias is None for m in synapses)
     assert zoo.create("resnet20").fc.in_features == 256
     vgg = zoo.create("vgg16")
     assert sum(isinstance(m, nn.Dropout) and m.p == 0.25 for m in vgg.modules()) > 0

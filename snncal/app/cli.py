@@ -147,7 +147,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     """Convert and calibrate an ANN checkpoint; save the SNN (safetensors + JSON)."""
     from snncal.app.experiment import calibration_share
     from snncal.app.report import calibration_table
-    from snncal.app.runtime import splits
+    from snncal.app.runtime import splits, training_split
     from snncal.core.convert import convert
     from snncal.core.export import save
 
@@ -155,8 +155,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     dev = _setup(args)
     model, meta = _load_ann(args.checkpoint, dev)
     name, calib, _ = splits(meta, args.dataset, args.data_dir)
+    train = training_split(name, args.data_dir, [cfg.method])
     t0 = time.perf_counter()
-    snn = convert(model, calibration_share(calib, cfg), cfg, progress=args.progress)
+    snn = convert(model, calibration_share(calib, cfg), cfg, train_data=train, progress=args.progress)
     seconds = time.perf_counter() - t0
     out = Path(args.out)
     if not dist.is_main():
@@ -253,7 +254,7 @@ def _experiment(args: argparse.Namespace, stem: str, methods: Sequence[str], Ts:
     from snncal.ann.checkpoint import digest
     from snncal.app.experiment import Experiment, grid
     from snncal.app.paper import NETWORKS
-    from snncal.app.runtime import splits
+    from snncal.app.runtime import splits, training_split
 
     base = from_args(ConvertConfig, args, skip=("method", "T", "seed"))
     grid(methods, Ts, seeds)  # unknown methods and bad T fail before anything loads
@@ -262,6 +263,7 @@ def _experiment(args: argparse.Namespace, stem: str, methods: Sequence[str], Ts:
     name, calib, test = splits(meta, args.dataset, args.data_dir)
     experiment = Experiment(
         Path(args.out) / f"{stem}.json", model, calib, test, base, test_images=args.test_images,
+        train_data=training_split(name, args.data_dir, methods),
         batch_size=args.eval_batch_size, workers=args.workers, device=dev, progress=args.progress,
         config=_echo(args),
         protocol={"checkpoint_sha256": digest(args.checkpoint), "arch": meta["arch"], "dataset": name},

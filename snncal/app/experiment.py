@@ -83,6 +83,8 @@ class Experiment:
         protocol: what else decides the numbers (checkpoint digest, architecture, data set);
             resuming a file of another protocol stops with a message instead of mixing results.
         config: the run's whole configuration, echoed into the results file.
+        train_data: the labelled training set of methods that train the converted network
+            (``hybrid``); under ``torch.distributed``, this rank's shard.
     """
 
     def __init__(
@@ -100,8 +102,10 @@ class Experiment:
         protocol: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
         progress: bool = False,
+        train_data: Dataset | None = None,
     ) -> None:
         self.model, self.calib_data, self.base, self.device = model, calib_data, base, device
+        self.train_data = train_data
         self.progress = progress
         self.test = evenly_spaced(test_data, test_images)
         self.subset = describe_subset(len(self.test), len(test_data))  # type: ignore[arg-type]
@@ -125,7 +129,8 @@ class Experiment:
         """Convert the model for ``T`` with ``method`` and calibration images of ``seed``; evaluate."""
         cfg = make_config(self.base, method=method, T=T, seed=seed)
         t0 = time.perf_counter()
-        snn = convert(self.model, calibration_share(self.calib_data, cfg), cfg, progress=self.progress)
+        snn = convert(self.model, calibration_share(self.calib_data, cfg), cfg,
+                      train_data=self.train_data, progress=self.progress)
         t1 = time.perf_counter()
         result = evaluate(snn, self.test, T=[T], ann=self.model, device=self.device,
                           batch_size=self.batch_size, num_workers=self.workers)

@@ -4,6 +4,7 @@ checkpoint. Each is checked before any expensive work, with one clear error."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ __all__ = [
     "evaluation_split",
     "set_threads",
     "splits",
+    "training_split",
 ]
 
 log = logging.getLogger("snncal")
@@ -71,6 +73,19 @@ def splits(meta: dict[str, Any], name: str | None, root: str | None) -> tuple[st
     test = build_dataset(name, root, "test")
     _check_shape(meta, calib, name)
     return name, calib, test
+
+
+def training_split(name: str, root: str | None, methods: Sequence[str]) -> Dataset | None:
+    """The labelled training split with crop + flip (Rathi et al.'s augmentation) when one of
+    ``methods`` trains the converted network (``hybrid``), else ``None``; under
+    ``torch.distributed``, this rank's shard of it."""
+    from snncal.ann.data import build_dataset
+    from snncal.core import distributed as dist
+    from snncal.core.calibrate import get_method
+
+    if not any(get_method(m).after for m in methods):
+        return None
+    return dist.shard(build_dataset(name, root, "train", augment="basic"))
 
 
 def evaluation_split(meta: dict[str, Any], name: str | None, root: str | None) -> tuple[str, Dataset]:

@@ -51,10 +51,12 @@ class ConvertConfig:
                                "device, 64 on a CPU, 256-2048 on CUDA by its memory (2048 from 80 GB)")
     weight_iters: int = _f(300, "Adam iterations of weight calibration per layer")
     weight_lr: float = _f(1e-4, "learning rate of weight calibration (cosine-decayed)")
-    weight_batch: int = _f(64, "minibatch of calibration images in weight calibration and hybrid "
-                           "fine-tuning")
-    hybrid_epochs: int = _f(2, "epochs of hybrid fine-tuning (method hybrid) over the calibration images")
-    hybrid_lr: float = _f(1e-4, "Adam learning rate of hybrid fine-tuning")
+    weight_batch: int = _f(64, "minibatch of calibration images in weight calibration, and of "
+                           "training images in hybrid fine-tuning (the authors' 64)")
+    hybrid_epochs: int = _f(2, "epochs of hybrid fine-tuning (method hybrid) over the training set "
+                            "(train_data; the authors: about 20), 0 skips it")
+    hybrid_lr: float = _f(1e-4, "initial Adam learning rate of hybrid fine-tuning (the authors'), "
+                          "divided by 5 at 60, 80 and 90 % of the epochs")
     cache_gb: float = _f(4.0, "memory for what the calibration sweep keeps between passes: spike "
                          "trains (spilled to a temporary folder beyond it), then each layer's input "
                          "current (computed again beyond it)")

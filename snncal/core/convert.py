@@ -148,14 +148,16 @@ def calibrate(
     calib_data: CalibData,
     config: ConvertConfig | None = None,
     *,
+    train_data: Dataset | DataLoader | None = None,
     progress: bool = False,
     **overrides,
 ) -> CalibrationReport:
     """Calibrate ``snn`` in place with the configured method: its steps on every layer, in one
-    sweep, each layer from the already calibrated spike trains of the layers before it."""
+    sweep, each layer from the already calibrated spike trains of the layers before it; then its
+    network steps (``hybrid`` trains on ``train_data``, see :func:`convert`)."""
     cfg, method = _configure(config, overrides)
     images, labels = _share(calib_data, cfg, _device(snn))
-    snn.calibration = run_steps(snn, images, labels, cfg, method, progress)
+    snn.calibration = run_steps(snn, images, labels, cfg, method, progress, train_data)
     return snn.calibration
 
 
@@ -164,6 +166,7 @@ def convert(
     calib_data: CalibData,
     config: ConvertConfig | None = None,
     *,
+    train_data: Dataset | DataLoader | None = None,
     progress: bool = False,
     **overrides,
 ) -> SpikingNetwork:
@@ -175,6 +178,9 @@ def convert(
             or a tensor of inputs; under ``torch.distributed``, this rank's share of them.
         config: a :class:`ConvertConfig`; keyword ``overrides`` (``T=32``, ``threshold="mmse"``,
             ``method="light"``, ...) replace its fields.
+        train_data: the labelled training set (a Dataset or DataLoader of ``(x, y)``) of methods
+            that train the converted network (``hybrid``), apart from the calibration images;
+            under ``torch.distributed``, this rank's share of it. Other methods ignore it.
         progress: show a progress bar over the layers being calibrated.
 
     Returns:
@@ -185,7 +191,7 @@ def convert(
     ann = prepare(model, images[: cfg.batch_size], cfg)
     snn = to_spiking(ann, cfg)
     log.info("converted %s: %d IF neurons", type(model).__name__, len(snn.neurons()))
-    snn.calibration = run_steps(snn, images, labels, cfg, method, progress)
+    snn.calibration = run_steps(snn, images, labels, cfg, method, progress, train_data)
     return snn
 
 

@@ -8,7 +8,6 @@ for ``T`` steps fires ``clip(floor(x * T / Vth), 0, T)`` spikes, so its rate tim
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 
@@ -23,10 +22,9 @@ __all__ = [
     "if_scan",
     "is_neuron",
     "surrogate_scan",
-    "switch_scan",
 ]
 
-RESETS = ("subtract", "zero", "switch")  # "switch": the TSC neuron (one burst, see switch_scan)
+RESETS = ("subtract", "zero")
 FUSE_MIN_NUMEL = 1 << 17  # below this, the eager ops cost no more than a compiled call (~0.1 ms)
 COUNT_MIN_NUMEL = 1 << 14  # the same for if_count, whose eager ops also write the spikes out
 SCAN_BLOCK = 8  # steps per compiled call: one graph per block length, unrolled
@@ -69,11 +67,10 @@ def if_scan(
         Spikes scaled by ``Vth`` as ``[steps, N, ...]`` and the final potential.
     """
     no_bias = isinstance(bias, float) and bias == 0.0
-    if reset == "switch" or _needs_grad(x, threshold, residual):
+    if _needs_grad(x, threshold, residual):
         x = x if residual is None else x + residual
         x = x if no_bias else x + bias
-        scan = switch_scan if reset == "switch" else surrogate_scan
-        return scan(x, v, threshold, steps, *(() if reset == "switch" else (reset,)))
+        return surrogate_scan(x, v, threshold, steps, reset)
     if residual is not None and residual.requires_grad:
         x, residual = x + residual, None
     scan = _compiled_scan(x, v)
@@ -113,7 +110,7 @@ def if_count(
     The same neuron without the scaled output, which the calibration sweep would only average:
     compiled, a block of steps reads its input and writes the counts (and the spikes if asked)."""
     no_bias = isinstance(bias, float) and bias == 0.0
-    scan = None if reset == "switch" else _compiled_scan(x, v, count=True)
+    scan = _compiled_scan(x, v, count=True)
     if scan is not None:
         b = None if no_bias else torch.as_tensor(bias, dtype=v.dtype, device=v.device)
         count = torch.zeros_like(v)
@@ -173,26 +170,6 @@ def surrogate_scan(
         v = v - out if reset == "subtract" else v * (1 - s)
         outs.append(out)
     return torch.stack(outs), v
-
-
-def switch_scan(x: Tensor, state: Tensor, threshold: Tensor, steps: int) -> tuple[Tensor, Tensor]:
-    """The temporal-switch-coding (TSC) neuron of Han & Roy (ECCV 2020), as snncal reconstructs it.
-
-    It integrates and fires with reset by subtraction, but its output is one contiguous burst:
-    it switches on at its first spike and off at the first step after that without a spike, and
-    never switches on again. A reader therefore sees two events per neuron (on, off), which is what
-    bounds TSC's work at two additions per synapse. ``state`` is ``[2, N, ...]``: the membrane
-    potential (``-inf`` once switched off) and whether the neuron has fired.
-    """
-    v, fired = state[0], state[1] > 0
-    spikes = torch.empty((steps, *v.shape), dtype=v.dtype, device=v.device)
-    for t in range(steps):
-        v = v + (x if x.dim() == v.dim() else x[t])
-        s = v >= threshold
-        v = torch.where(fired & ~s, -math.inf, v - s * threshold)
-        fired = fired | s
-        spikes[t] = s
-    return spikes.mul_(threshold), torch.stack([v, fired.to(v.dtype)])
 
 
 def _if_block(
@@ -332,7 +309,7 @@ class IFNeuron(nn.Module):
 
     Args:
         threshold: initial ``Vth``.
-        reset: ``"subtract"``, ``"zero"`` or ``"switch"`` (the TSC neuron, :func:`switch_scan`).
+        reset: ``"subtract"`` or ``"zero"``.
         shift: add ``Vth / 2T`` to the input at every step (Deng & Gu 2021).
         ann_max: upper clip of the ANN activation it replaces (6 for ReLU6, ``None`` for ReLU).
     """
@@ -359,14 +336,8 @@ class IFNeuron(nn.Module):
         return x.clamp(0, self.ann_max) if self.ann_max is not None else x.clamp_min(0)
 
     def init_state(self, x: Tensor) -> Tensor:
-        """State at t = 0 for one time step of input ``x`` ``[N, ...]``: the membrane potential
-        (with, for the TSC neuron, whether it has fired: ``[2, N, ...]``)."""
-        v = (torch.zeros_like(x) + self.v0.to(x.dtype)).contiguous()
-        return torch.stack([v, torch.zeros_like(v)]) if self.reset == "switch" else v
-
-    def potential(self, state: Tensor) -> Tensor:
-        """The membrane potential held in a state of :meth:`init_state`'s form."""
-        return state[0] if self.reset == "switch" else state
+        """The membrane potential at t = 0 for one time step of input ``x`` ``[N, ...]``."""
+        return (torch.zeros_like(x) + self.v0.to(x.dtype)).contiguous()
 
     def scan(
         self, x: Tensor, v: Tensor, steps: int, T: int, residual: Tensor | None = None, t0: int = 0

@@ -1,4 +1,5 @@
-"""ResNets: He et al.'s CIFAR ResNets, the conversion papers' ResNet-20 and a deep-stem ResNet-34.
+"""ResNets: He et al.'s CIFAR ResNets, the conversion papers' ResNet-20 (with BN, and without as
+their baselines had it) and a deep-stem ResNet-34.
 
 All blocks use ``nn.ReLU`` modules and plain ``out + identity`` adds, so the core sees residuals as
 ordinary graph nodes. Downsampling shortcuts are a 1x1 conv + BN projection by default
@@ -19,10 +20,13 @@ from snncal.ann.models.layers import scale_channels
 
 __all__ = [
     "BasicBlock",
+    "NoBNBlock",
+    "NoBNResNet",
     "PadShortcut",
     "ResNet",
     "resnet20",
     "resnet20_he",
+    "resnet20_nobn",
     "resnet32_he",
     "resnet34",
     "resnet56_he",
@@ -178,3 +182,60 @@ def resnet34(num_classes: int = 1000, width: float = 1.0, **kw) -> ResNet:
     return ResNet(
         stem, ch, [3, 4, 6, 3], num_classes=num_classes, stem_stride=2, stem_pool=True, **kw
     )
+
+
+class NoBNBlock(nn.Module):
+    """The conversion papers' basic block: conv3x3-ReLU-Dropout-conv3x3, + shortcut, ReLU; no BN,
+    no biases; a bias-free 1x1 conv shortcut where the shape changes."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.downsample: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.drop(self.relu1(self.conv1(x))))
+        return self.relu2(out + self.downsample(x))
+
+
+class NoBNResNet(nn.Module):
+    """Sengupta et al. (2019) / Rathi et al. (2020)'s ResNet-20 for CIFAR (their ``ResNet20``):
+    three 3x3 "pre-process" convs of 64 channels (ReLU, Dropout after the first two), AvgPool 2,
+    then two :class:`NoBNBlock` per stage of 64/128/256/512 channels (stride 2 from the second
+    stage), and a bias-free linear classifier on the flattened 512 x 2 x 2 map (32 x 32 input);
+    no BN and no bias anywhere, as the sources converted it."""
+
+    def __init__(self, num_classes: int = 10, width: float = 1.0, in_channels: int = 3,
+                 dropout: float = 0.2, input_size: int = 32) -> None:
+        super().__init__()
+        c = scale_channels(64, width)
+        layers: list[nn.Module] = []
+        for i in range(3):
+            layers += [nn.Conv2d(in_channels if i == 0 else c, c, 3, 1, 1, bias=False), nn.ReLU(True)]
+            layers += [nn.Dropout(dropout)] if i < 2 else [nn.AvgPool2d(2)]
+        self.pre_process = nn.Sequential(*layers)
+        blocks, prev = [], c
+        for i, ch in enumerate(scale_channels(k, width) for k in (64, 128, 256, 512)):
+            for j in range(2):
+                blocks.append(NoBNBlock(prev, ch, 2 if (i > 0 and j == 0) else 1, dropout))
+                prev = ch
+        self.layers = nn.Sequential(*blocks)
+        side = input_size // 16
+        self.classifier = nn.Linear(prev * side * side, num_classes, bias=False)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.layers(self.pre_process(x)), 1))
+
+
+@register_model
+def resnet20_nobn(num_classes: int = 10, width: float = 1.0, **kw) -> NoBNResNet:
+    """The ResNet-20 of Sengupta et al. and Rathi et al. (the conversion baselines' network):
+    3 pre-process convs (64), stages 64/128/256/512 of 2 blocks, no BN, no biases."""
+    return NoBNResNet(num_classes, width, **kw)

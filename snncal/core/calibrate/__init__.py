@@ -31,6 +31,8 @@ from snncal.core.calibrate.methods import (
 from snncal.core.calibrate.sweep import CalibrationReport, Layer, LayerReport, LayerStats, Sweep
 
 if TYPE_CHECKING:
+    from torch.utils.data import DataLoader, Dataset
+
     from snncal.core.config import ConvertConfig
     from snncal.core.engine import SpikingNetwork
 
@@ -60,10 +62,11 @@ def run_steps(
     cfg: ConvertConfig,
     method: Method,
     progress: bool = False,
+    train_data: Dataset | DataLoader | None = None,
 ) -> CalibrationReport:
     """Run ``method``'s steps on every layer of ``snn`` in one sweep over the calibration
-    ``images``, then its network steps (which may need the ``labels``); ``cfg`` is already
-    configured for the method. Changes ``snn`` in place.
+    ``images``, then its network steps (hybrid fine-tuning trains on ``train_data``, a labelled
+    training set); ``cfg`` is already configured for the method. Changes ``snn`` in place.
 
     Under ``torch.distributed`` ``images`` (and ``labels``) are this rank's share: every statistic
     is reduced over all shares, and every rank ends with rank 0's network (docs/distributed.md).
@@ -88,7 +91,7 @@ def run_steps(
                 report.layers.append(_layer_report(layer, final, time.perf_counter() - t0))
         report.node_runs = sweep.node_runs
     for name in method.after:
-        report.extra.update(NETWORK_STEPS[name](snn, images, labels, cfg))
+        report.extra.update(NETWORK_STEPS[name](snn, train_data, cfg))
     dist.broadcast_module(snn)  # the same network on every rank, whatever rounding did
     report.seconds = time.perf_counter() - start
     return report

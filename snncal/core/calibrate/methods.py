@@ -19,6 +19,7 @@ from snncal.core.calibrate import (
     block,
     finetune,
     potential,
+    rmp,
     shift,
     tbias,
     thresholds,
@@ -26,7 +27,7 @@ from snncal.core.calibrate import (
 )
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch.utils.data import DataLoader, Dataset
 
     from snncal.core.calibrate.sweep import Layer
     from snncal.core.config import ConvertConfig
@@ -69,11 +70,14 @@ STEPS: dict[str, Step] = {  # in the order a '+'-joined list of steps runs in
     "potential": Step(potential.potential_correction, spikes=True),
     "snn_max": Step(thresholds.snn_max, spikes=True),
     "snn_max_0.7": Step(thresholds.snn_max_07, spikes=True),
+    "rmp_max": Step(rmp.rmp_threshold, spikes=True),
+    "ema_max": Step(thresholds.ema_max_threshold, spikes=False),
 }
-THRESHOLD_STEPS = {"threshold", "max", "percentile", "mmse", "snn_max", "snn_max_0.7"}
+THRESHOLD_STEPS = {"threshold", "max", "percentile", "mmse", "snn_max", "snn_max_0.7", "rmp_max", "ema_max"}
 
-# Steps over the whole network after the sweep: (snn, images, labels or None, cfg) -> report entries.
-NETWORK_STEPS: dict[str, Callable[[SpikingNetwork, Tensor, Tensor | None, ConvertConfig], dict]] = {
+# Steps over the whole network after the sweep: (snn, train_data or None, cfg) -> report entries;
+# ``train_data`` is the labelled training set given to ``snncal.convert`` (not the calibration set).
+NETWORK_STEPS: dict[str, Callable[[SpikingNetwork, Dataset | DataLoader | None, ConvertConfig], dict]] = {
     "hybrid": finetune.hybrid_finetune,
 }
 
@@ -85,9 +89,12 @@ class Method:
     Attributes:
         name: what ``snncal.convert(method=...)`` calls it.
         steps: step names of :data:`STEPS`, run in this order on each layer.
-        reset: ``"subtract"``, ``"zero"`` or ``"switch"``, if the method fixes it.
+        reset: ``"subtract"`` or ``"zero"``, if the method fixes it.
         per_channel: one threshold per channel (``True``) or per layer (``False``), if fixed.
         encoding: the input encoding, if the method fixes it.
+        convert_avgpool: whether average pools become depthwise conv + IF neurons (Li et al.'s
+            "Convert AP"), if the method fixes it; the baselines pool spikes linearly, as their
+            sources did.
         after: steps of :data:`NETWORK_STEPS` run on the whole network after the sweep.
     """
 
@@ -97,6 +104,7 @@ class Method:
     per_channel: bool | None = None
     encoding: str | None = None
     after: tuple[str, ...] = ()
+    convert_avgpool: bool | None = None
 
     @property
     def simulates(self) -> bool:
@@ -105,7 +113,8 @@ class Method:
 
     def configure(self, cfg: ConvertConfig) -> ConvertConfig:
         """``cfg`` with the neuron settings this method fixes."""
-        fixed = {"reset": self.reset, "per_channel": self.per_channel, "encoding": self.encoding}
+        fixed = {"reset": self.reset, "per_channel": self.per_channel, "encoding": self.encoding,
+                 "convert_avgpool": self.convert_avgpool}
         return replace(cfg, **{k: v for k, v in fixed.items() if v is not None})
 
 
@@ -126,14 +135,15 @@ def register_method(
     per_channel: bool | None = None,
     encoding: str | None = None,
     after: tuple[str, ...] = (),
+    convert_avgpool: bool | None = None,
 ) -> Method:
     """Make ``name`` a method of ``snncal.convert(method=name)``: ``steps`` run in this order on
-    every layer, then the network steps ``after``; the neuron settings given are fixed."""
+    every layer, then the network steps ``after``; the neuron and pooling settings given are fixed."""
     unknown = [s for s in steps if s not in STEPS] + [s for s in after if s not in NETWORK_STEPS]
     if unknown:
         raise ValueError(f"unknown calibration steps {unknown}; known: {list(STEPS)} and, after "
                          f"the sweep, {list(NETWORK_STEPS)}")
-    METHODS[name] = Method(name, tuple(steps), reset, per_channel, encoding, tuple(after))
+    METHODS[name] = Method(name, tuple(steps), reset, per_channel, encoding, tuple(after), convert_avgpool)
     return METHODS[name]
 
 
@@ -158,10 +168,15 @@ register_method("advanced", ("threshold", "weight", "bias", "potential"))
 # Low latency (docs/lowlatency.md): a bias per channel and time step instead of one per channel.
 register_method("light+", ("threshold", "tbias", "potential"))
 register_method("advanced+", ("threshold", "weight", "tbias", "potential"))
-# The baselines of the paper's Table 9, with their sources' settings (docs/methods.md).
-register_method("spike_norm", ("snn_max",), reset="zero", per_channel=False, encoding="poisson")
-register_method("rmp", ("snn_max",), reset="subtract", per_channel=False, encoding="poisson")
-register_method("tsc", ("snn_max",), reset="switch", per_channel=False, encoding="switch")
-register_method("opt", ("max", "shift"), reset="subtract", per_channel=False, encoding="direct")
+# The baselines of the paper's Table 9, with their sources' settings (docs/methods.md): one
+# threshold per layer, and average pools left linear on the spike trains, as the sources had them.
+register_method("spike_norm", ("snn_max",), reset="zero", per_channel=False, encoding="poisson",
+                convert_avgpool=False)
+register_method("rmp", ("rmp_max",), reset="subtract", per_channel=False, encoding="poisson",
+                convert_avgpool=False)
+register_method("tsc", ("rmp_max",), reset="subtract", per_channel=False, encoding="switch",
+                convert_avgpool=False)
+register_method("opt", ("ema_max", "shift"), reset="subtract", per_channel=False, encoding="direct",
+                convert_avgpool=False)
 register_method("hybrid", ("snn_max_0.7",), reset="subtract", per_channel=False, encoding="poisson",
-                after=("hybrid",))
+                after=("hybrid",), convert_avgpool=False)

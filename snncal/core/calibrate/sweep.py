@@ -321,6 +321,20 @@ class Layer:
                 out, _ = self.neuron.scan(x, self.neuron.init_state(x[0]), self.T, self.T)
             yield index, x, out
 
+    def junction_partners(self) -> list[IFNeuron]:
+        """The earlier neurons whose spikes meet this layer's at a later segment and which this
+        layer itself reads: for the neuron of a residual block's non-identity path, the block's
+        input neuron (the junction ``relu(conv2(s) + x)`` reads both). Empty if there is none."""
+        sweep, node, mine = self._sweep, self.segment.neuron, set(self.segment.inputs)
+        found: dict[fx.Node, IFNeuron] = {}
+        for seg in sweep.segments:
+            others = [n for n in seg.inputs if n is not node]
+            if node in seg.inputs and others and all(
+                n in mine and is_neuron(sweep.gm, n) for n in others
+            ):
+                found.update({n: sweep.gm.get_submodule(n.target) for n in others})
+        return list(found.values())
+
     def block(self) -> list[Layer]:
         """The earlier layers whose spike trains this layer's input is computed from, back to the
         values the sweep still holds: each finished layer among the segment's inputs whose own
@@ -511,7 +525,7 @@ class Sweep:
             rate = count * (neuron.threshold / self.T)
             err = rate - target[index]
             # mean input current + v(0)/T, from the final potential: sum(x) = v(T) - v(0) + Vth * count
-            drive = neuron.potential(v) / self.T + rate
+            drive = v / self.T + rate
             linear = (drive > 0) & (drive < neuron.threshold)
             stats.error_sum += err.sum(0)
             stats.linear_sum += linear.sum(0)

@@ -2,10 +2,19 @@
 
 ANN rules read the ANN's input to the activation on the calibration set (Rueckauer et al. 2017,
 Li et al. 2021): ``max``, ``percentile`` and ``mmse``, the paper's
-``argmin_Vth ||ReLU(x) - ClipFloor(x)||^2``; ``threshold`` is the rule the configuration names.
-SNN rules read the input current the layer gets in the simulation, from the already converted
-layers before it (Spike-Norm, ``snn_max``). The maths of each statistic lives in
-:mod:`snncal.core.observers`.
+``argmin_Vth ||ReLU(x) - ClipFloor(x)||^2``; ``threshold`` is the rule the configuration names;
+``ema_max`` is the running average of minibatch maxima of Li et al.'s code. SNN rules read the
+input current the layer gets in the simulation, from the already converted layers before it
+(Spike-Norm, ``snn_max``; RMP's rule lives in :mod:`snncal.core.calibrate.rmp`). The maths of each
+statistic lives in :mod:`snncal.core.observers`.
+
+Units. The sources' spikes are 0/1 and their weights those of the ANN; snncal's spikes have height
+``Vth`` of the neuron that fires them. A layer whose inputs all come from neurons of threshold
+``V_in`` therefore gets ``V_in`` times the sources' current, and a threshold of ``V_in * theta`` in
+snncal gives the same spike trains as ``theta`` in the source (for bias-free layers): snncal's
+``Vth`` of layer ``l`` is the product of the sources' thresholds up to ``l``. Setting it to the
+largest current snncal sees is therefore the source's rule, with no more compounding than the
+source has.
 """
 
 from __future__ import annotations
@@ -15,9 +24,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from snncal.core import distributed as dist
 from snncal.core import observers as obs
 
 __all__ = [
+    "ema_max_threshold",
     "max_threshold",
     "mmse_threshold",
     "percentile_threshold",
@@ -60,6 +71,27 @@ def max_threshold(layer: Layer, cfg: ConvertConfig) -> None:
     set_threshold(layer, m, m)
 
 
+EMA_MOMENTUM = 0.9  # Li et al.'s code (get_maximum_activation(momentum=0.9))
+
+
+@torch.no_grad()
+def ema_max_threshold(layer: Layer, cfg: ConvertConfig) -> None:
+    """``Vth`` = the running average of minibatch maxima, as Li et al.'s code computes the
+    per-layer maximum for its ``opt`` baseline: over minibatches ``b = 0, 1, ...`` of
+    ``cfg.batch_size`` calibration images, in order,
+
+        m_0 = max(ReLU(x_0)),    m_b = 0.9 * m_(b-1) + 0.1 * max(ReLU(x_b)).
+
+    One value per layer (or per channel if configured). Under ``torch.distributed`` each rank
+    averages its own minibatches and the ranks' values are averaged, as the code's ``dist_avg``."""
+    m = None
+    for x in layer.target.split(cfg.batch_size):
+        top = x.amax((0, *range(2, x.dim()))) if cfg.per_channel else x.max()
+        m = top if m is None else EMA_MOMENTUM * m + (1 - EMA_MOMENTUM) * top
+    m = dist.all_reduce_sum(m.clone()) / dist.world_size() if dist.is_parallel() else m
+    set_threshold(layer, m, m)
+
+
 def percentile_threshold(layer: Layer, cfg: ConvertConfig) -> None:
     """``Vth`` = the ``cfg.percentile``-th percentile of the positive ANN inputs."""
     h = _histogram(layer, cfg)
@@ -82,9 +114,22 @@ def threshold(layer: Layer, cfg: ConvertConfig) -> None:
 
 @torch.no_grad()
 def snn_max(layer: Layer, cfg: ConvertConfig, scale: float = 1.0) -> None:
-    """Spike-Norm (Sengupta et al. 2019): ``Vth`` = ``scale`` x the largest input current the
-    layer receives at any step while the SNN is simulated on the calibration images, with the
-    layers before it already normalised. One value per layer, or per channel if configured."""
+    """Spike-Norm (Sengupta et al. 2019, Algorithm 1): in graph order, ``Vth`` = ``scale`` x the
+    largest input current the layer receives at any step, element and calibration image while the
+    SNN is simulated with the layers before it already normalised,
+
+        Vth^l = scale * max_(t, n, i) (W^l s^(l-1)_t)_(n, i),
+
+    one value per layer (or per channel if configured). In a residual block, the neuron of the
+    non-identity path whose spikes meet the block's input at a junction (``relu(conv2(s) + x)``)
+    passes its input on at the scale of that input: its threshold is the block input's (unity
+    in the source's units, so that both paths reach the junction at one scale); the junction's
+    own neuron takes the maximum of the summed current."""
+    partners = layer.junction_partners()
+    if partners:
+        top = torch.stack([p.threshold.max() for p in partners]).max()
+        set_threshold(layer, top, top)
+        return
     observer = obs.MaxObserver(cfg.per_channel)
     for values, temporal in layer.spike_inputs():
         observer(layer.current(values, temporal))
