@@ -70,6 +70,9 @@ def export_nir(
     snn: SpikingNetwork,
     path: str | Path | None = None,
     input_shape: Sequence[int] | None = None,
+    *,
+    fold: bool = False,
+    target: str | None = None,
 ) -> nir.NIRGraph:
     """The NIR graph of ``snn``; also written to ``path`` (HDF5, atomically) when it is given.
 
@@ -78,6 +81,12 @@ def export_nir(
         path: file to write with ``nir.write``, e.g. ``"net.nir"``.
         input_shape: one input without the batch dimension, e.g. ``[3, 32, 32]``; default: the
             shape recorded in the graph at conversion (``node.meta["tensor_meta"]``).
+        fold: fold each neuron's threshold into the weights (:func:`snncal.core.export.fold.
+            fold_thresholds`): every ``IF`` at threshold 1, no ``Scale`` nodes. Exact in real
+            arithmetic; in float32 a rare spike lands one step apart, so it is off by default.
+        target: the consumer to write for (:data:`snncal.core.export.peers.TARGETS`: ``"sinabs"``,
+            ``"snntorch"``, ``"norse"``, ``"spikingjelly"``): folds, and writes only the nodes every
+            peer imports. Default: plain NIR.
 
     Returns:
         The ``nir.NIRGraph``: ``Input`` -> ... -> ``Output``, each neuron an ``IF`` node followed by
@@ -94,12 +103,19 @@ def export_nir(
     """
     import nir  # lazily: the rest of snncal works without it
 
+    from snncal.core.export import fold as folding
+    from snncal.core.export import peers
+
+    spec = peers.target(target)
+    shape = _input_shape(snn.graph, input_shape)
+    if fold or spec.fold:
+        snn = folding.fold_thresholds(snn, shape)
     gm = snn.graph
-    values, dynamic = _propagate(gm, _input_shape(gm, input_shape))
+    values, dynamic = _propagate(gm, shape)
     export = _Export(nir, snn, values, dynamic)
     for node in gm.graph.nodes:
         export.visit(node)
-    graph = export.graph()
+    graph = peers.rewrite(nir, export.graph(), spec, folded=fold or spec.fold)
     warnings.warn(_semantics_warning(snn), stacklevel=2)
     if path is not None:
         buffer = io.BytesIO()
