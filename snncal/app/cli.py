@@ -5,7 +5,7 @@
     snncal evaluate   --snn runs/snn/snn --T 16 32 64 128 256 --stats --out runs/eval
     snncal sweep      --checkpoint runs/ann/best --methods none light --T 32 64 --seeds 0 1 --out runs/sweep
     snncal reproduce  --checkpoint runs/ann/best --out runs/table9
-    snncal export     --snn runs/snn/snn --nir runs/snn/snn.nir
+    snncal export     --snn runs/snn/snn --nir runs/snn/snn.nir [--target spikingjelly]
     snncal quickstart --out runs/quickstart
 
 Options come from the dataclasses (``TrainConfig``, ``ConvertConfig``), so the command line and the
@@ -27,6 +27,7 @@ from typing import Any
 from snncal.app.options import add_options, from_args, positive_int
 from snncal.core import distributed as dist
 from snncal.core.config import ConvertConfig
+from snncal.core.export.peers import TARGETS
 
 __all__ = [
     "build_parser",
@@ -301,10 +302,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     """Export a saved SNN to NIR (the neuromorphic intermediate representation)."""
     from snncal.core.export import export_nir, load, read_meta
+    from snncal.core.export.peers import target
 
     snn = load(args.snn)
-    export_nir(snn, args.nir, input_shape=read_meta(args.snn)["meta"].get("input_shape"))
-    _say(f"wrote {args.nir} (what a NIR consumer must know: docs/interop.md)")
+    export_nir(snn, args.nir, input_shape=read_meta(args.snn)["meta"].get("input_shape"),
+               target=args.target)
+    spec = target(args.target)
+    _say(f"wrote {args.nir} for {spec.name} ({spec.loads}); it runs differently: {spec.approximates} "
+         "(docs/interop.md)")
     return 0
 
 
@@ -398,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export", _cmd_export)
     p.add_argument("--snn", required=True, help="SNN saved by `snncal convert`")
     p.add_argument("--nir", required=True, help="NIR file to write (e.g. snn.nir)")
+    p.add_argument("--target", default="nir", choices=list(TARGETS),
+                   help="the consumer to write for: a peer target folds the thresholds into the weights "
+                        "(every IF at threshold 1) and writes only Conv2d, Affine, Flatten and IF nodes")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more")
 
     p = command("quickstart", _cmd_quickstart)
