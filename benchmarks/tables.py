@@ -1,7 +1,8 @@
 """The docs' tables of figures, each printed from its data file in docs/data/, and tables and a plot
 from a results file of `snncal sweep` / `snncal reproduce`.
 
-    python benchmarks/tables.py quickstart docs/data/quickstart.json      # README, make demo
+    python benchmarks/tables.py quickstart docs/data/quickstart.json \
+        --plot docs/img/quickstart_accuracy_vs_T.png                      # README, make demo
     python benchmarks/tables.py speed docs/data/simulate.json             # docs/benchmarks.md
     python benchmarks/tables.py memory docs/data/simulate.json
     python benchmarks/tables.py calibration docs/data/calibration.json
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,11 +34,24 @@ def _read(path: str) -> dict:
         raise SystemExit(f"tables.py: cannot read {path}: {err}") from err
 
 
+def _quickstart_rows(data: dict) -> list[Row]:
+    # the recorded run kept accuracies only, not each row's seconds
+    return [Row(**{"convert_seconds": None, "eval_seconds": None, **r}) for r in data["rows"]]
+
+
 def quickstart(data: dict) -> str:
     """`make demo`'s table: SNN top-1 % of each method at each T, the ANN beside them."""
-    rows = [Row(**{"convert_seconds": None, "eval_seconds": None, **r}) for r in data["rows"]]
-    methods = list(dict.fromkeys(r.method for r in rows))
-    return accuracy_table(rows, data["ann"]["acc"], methods)
+    rows = _quickstart_rows(data)
+    return accuracy_table(rows, data["ann"]["acc"], list(dict.fromkeys(r.method for r in rows)))
+
+
+def quickstart_plot(data: dict, path: str) -> None:
+    """`make demo`'s plot (accuracy against T) from the same rows."""
+    from snncal.app import plots
+
+    rows = _quickstart_rows(data)
+    title = f"cnn_small on Fashion-MNIST: SNN accuracy on {data['ann']['test_images']} test images"
+    plots.plot_accuracy(rows, path, data["ann"]["acc"], title)
 
 
 def speed(data: dict) -> str:
@@ -75,12 +90,14 @@ def nir(data: dict) -> str:
     """`benchmarks/nir_zoo.py`: each zoo model exported to NIR and run by the reference consumer."""
     body = []
     for r in data["rows"]:
-        if "error" in r:
-            result = "refused: " + r["error"]
+        if "error" in r:  # "cannot export node 'n' (op) at file:line `source` to NIR: reason"
+            where = re.search(r"node '([^']+)' \(([^)]*)\)", r["error"])
+            reason = re.split(r"`(?: to NIR)?: ", r["error"], maxsplit=1)[-1]
+            result = f"refused at `{where[1]}` ({where[2]}): {reason}" if where else r["error"]
         else:
             result = "exact" if r["max_diff"] == 0 else f"differs by {r['max_diff']:.3g}"
-        body.append([r["model"], r["input"], r.get("nir_nodes", "-"), result])
-    return markdown_table(["model", "input", "NIR nodes", "NIR graph against snn.simulate"], body)
+        body.append([r["model"], f"{r['width']:g}", r["input"], r.get("nir_nodes", "-"), result])
+    return markdown_table(["model", "width", "input", "NIR nodes", "NIR graph against snn.simulate"], body)
 
 
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
@@ -113,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="table", required=True)
     for name, fn in PRINTERS.items():
         sub.add_parser(name, help=fn.__doc__.splitlines()[0]).add_argument("data", help="its data file")
+    sub.choices["quickstart"].add_argument("--plot", help="also write the plot here (PNG)")
     r = sub.add_parser("reproduce", help=reproduce.__doc__.splitlines()[0])
     r.add_argument("results", help="a reproduce.json / sweep.json")
     r.add_argument("--methods", nargs="+", required=True)
@@ -127,7 +145,10 @@ def render(argv: Sequence[str]) -> str:
     args = parser().parse_args(list(argv))
     if args.table == "reproduce":
         return reproduce(args).rstrip("\n")
-    return PRINTERS[args.table](_read(args.data)).rstrip("\n")
+    data = _read(args.data)
+    if getattr(args, "plot", None):
+        quickstart_plot(data, args.plot)
+    return PRINTERS[args.table](data).rstrip("\n")
 
 
 def main() -> None:
