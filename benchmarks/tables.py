@@ -11,7 +11,11 @@ from a results file of `snncal sweep` / `snncal reproduce`.
         --methods none light advanced light+ advanced+ --T 8 16 32 64 --plot docs/img/lowlatency.png
 
 A doc marks each table printed here with ``<!-- table: python benchmarks/tables.py ARGS -->`` on the
-line above it; tests/test_docs.py prints the table again from the data file and compares.
+line above it; tests/test_docs.py prints the table again from the data file and compares, and
+
+    python benchmarks/tables.py update README.md docs/*.md
+
+rewrites every marked table from its data file.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,13 +97,34 @@ def nir(data: dict) -> str:
     body = []
     for r in data["rows"]:
         if "error" in r:  # "cannot export node 'n' (op) at file:line `source` to NIR: reason"
-            where = re.search(r"node '([^']+)' \(([^)]*)\)", r["error"])
+            where = re.search(r"node '([^']+)' \((.*?)\) at ", r["error"])
             reason = re.split(r"`(?: to NIR)?: ", r["error"], maxsplit=1)[-1]
             result = f"refused at `{where[1]}` ({where[2]}): {reason}" if where else r["error"]
         else:
             result = "exact" if r["max_diff"] == 0 else f"differs by {r['max_diff']:.3g}"
         body.append([r["model"], f"{r['width']:g}", r["input"], r.get("nir_nodes", "-"), result])
     return markdown_table(["model", "width", "input", "NIR nodes", "NIR graph against snn.simulate"], body)
+
+
+def accuracy(data: dict, methods: Sequence[str], Ts: Sequence[int]) -> str:
+    """A CIFAR-10 accuracy record of 2026-11-28/29 (docs/history.md, section 2): mean ± std over
+    seeds, their number and the gap to the ANN on the same images, one row per method."""
+    ann = data["ann"]  # the ANN's top-1 % on the same test images
+    accs: dict[tuple[str, int], list[float]] = {}
+    for r in data["rows"]:
+        accs.setdefault((r["method"], r["T"]), []).append(r["acc"])
+
+    def cell(m: str, T: int) -> str:
+        if (m, T) not in accs:
+            return ""
+        v = accs[(m, T)]
+        mean, std = statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+        return f"{mean:.2f} ± {std:.2f} (n={len(v)}, gap {ann - mean:.2f})"
+
+    lines = ["| method | " + " | ".join(f"T={T}" for T in Ts) + " |", "|---|" + "---|" * len(Ts),
+             f"| ANN | {ann:.2f} |" + " |" * (len(Ts) - 1)]
+    lines += [f"| {m} | " + " | ".join(cell(m, T) for T in Ts) + " |" for m in methods]
+    return "\n".join(lines)
 
 
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
@@ -125,18 +152,47 @@ def reproduce(args: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
+MARKER = re.compile(r"^<!-- table: python benchmarks/tables\.py (.+?) -->$")
+
+
+def update(paths: Sequence[str]) -> str:
+    """Rewrite each marked table of the docs ``paths`` from its data file; which docs changed."""
+    changed = []
+    for path in map(Path, paths):
+        lines, out, i = path.read_text().splitlines(), [], 0
+        while i < len(lines):
+            out.append(lines[i])
+            marker = MARKER.match(lines[i])
+            i += 1
+            if marker:
+                while i < len(lines) and lines[i].startswith("|"):
+                    i += 1
+                out += render(shlex.split(marker[1])).splitlines()
+        text = "\n".join(out) + "\n"
+        if text != path.read_text():
+            path.write_text(text)
+            changed.append(str(path))
+    return "updated: " + (", ".join(changed) or "nothing")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="table", required=True)
     for name, fn in PRINTERS.items():
         sub.add_parser(name, help=fn.__doc__.splitlines()[0]).add_argument("data", help="its data file")
     sub.choices["quickstart"].add_argument("--plot", help="also write the plot here (PNG)")
+    a = sub.add_parser("accuracy", help=accuracy.__doc__.splitlines()[0])
+    a.add_argument("data", help="its data file (docs/data/accuracy_*.json)")
+    a.add_argument("--methods", nargs="+", required=True)
+    a.add_argument("--T", nargs="+", type=int, required=True)
     r = sub.add_parser("reproduce", help=reproduce.__doc__.splitlines()[0])
     r.add_argument("results", help="a reproduce.json / sweep.json")
     r.add_argument("--methods", nargs="+", required=True)
     r.add_argument("--T", nargs="+", type=int, required=True)
     r.add_argument("--arch", help="the zoo architecture, for the paper's rows (default: the file's)")
     r.add_argument("--plot", help="write accuracy against T here (PNG)")
+    u = sub.add_parser("update", help=update.__doc__.splitlines()[0])
+    u.add_argument("docs", nargs="+", help="Markdown files")
     return p
 
 
@@ -145,7 +201,11 @@ def render(argv: Sequence[str]) -> str:
     args = parser().parse_args(list(argv))
     if args.table == "reproduce":
         return reproduce(args).rstrip("\n")
+    if args.table == "update":
+        return update(args.docs)
     data = _read(args.data)
+    if args.table == "accuracy":
+        return accuracy(data, args.methods, args.T)
     if getattr(args, "plot", None):
         quickstart_plot(data, args.plot)
     return PRINTERS[args.table](data).rstrip("\n")
