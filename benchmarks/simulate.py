@@ -9,7 +9,7 @@ The record in docs/benchmarks.md (docs/data/simulate.json), sized to run in a fe
 thread:
 
     python benchmarks/simulate.py --models vgg16_bn resnet20 resnet20_he --batch 16 --T 32 \
-        --repeats 3 --memory-T 32 256 1024 --memory-models resnet20_he vgg16_bn:0.25 --threads 1 \
+        --repeats 5 --memory-T 32 256 1024 --memory-models resnet20_he vgg16_bn:0.25 --threads 1 \
         --out docs/data/simulate.json
 """
 
