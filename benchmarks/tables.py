@@ -46,7 +46,9 @@ def _quickstart_rows(data: dict) -> list[Row]:
 
 
 def quickstart(data: dict) -> str:
-    """`make demo`'s table: SNN top-1 % of each method at each T, the ANN beside them."""
+    """`make demo`'s table: SNN top-1 % of each method at each T, the ANN beside them. The data is
+    a quickstart's ``results.json`` (``runs/quickstart``) or its record, docs/data/quickstart.json:
+    the same ``ann`` and ``rows``, plus the ``provenance`` of the run."""
     rows = _quickstart_rows(data)
     return accuracy_table(rows, data["ann"]["acc"], list(dict.fromkeys(r.method for r in rows)))
 
@@ -56,7 +58,7 @@ def quickstart_plot(data: dict, path: str) -> None:
     from snncal.app import plots
 
     rows = _quickstart_rows(data)
-    title = f"cnn_small on Fashion-MNIST: SNN accuracy on {data['ann']['test_images']} test images"
+    title = f"cnn_small on Fashion-MNIST: SNN accuracy on {rows[0].test_images} test images"
     plots.plot_accuracy(rows, path, data["ann"]["acc"], title)
 
 
