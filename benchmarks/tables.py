@@ -129,6 +129,21 @@ def accuracy(data: dict, methods: Sequence[str], Ts: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def ablation(rows: list[dict], network: str, T: int, labels: Sequence[str]) -> str:
+    """The low-latency ablation of 2026-11-30 (docs/history.md, section 6), from the rows of
+    docs/data/lowlatency_ablation.jsonl: one network (its checkpoint's folder), one T, the rows by
+    label, in that order."""
+    by_label = {r["label"]: r for r in rows if r["T"] == T and r["ckpt"].split("/")[1] == network}
+    lines = ["| method | settings | accuracy | agreement | logit MSE | calibration s |",
+             "|---|---|---|---|---|---|"]
+    for label in labels:
+        r = by_label[label]
+        settings = ", ".join(f"`{k}={v:g}`" for k, v in r["kw"].items()) or "defaults"
+        lines.append(f"| `{r['method']}` | {settings} | {r['acc']:.2f} | {r['agree']:.2f} | "
+                     f"{r['logit_mse']:.2f} | {r['calib_s']:.0f} |")
+    return "\n".join(lines)
+
+
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
             "nir": nir}
 
@@ -187,6 +202,11 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("data", help="its data file (docs/data/accuracy_*.json)")
     a.add_argument("--methods", nargs="+", required=True)
     a.add_argument("--T", nargs="+", type=int, required=True)
+    b = sub.add_parser("ablation", help=ablation.__doc__.splitlines()[0])
+    b.add_argument("data", help="docs/data/lowlatency_ablation.jsonl")
+    b.add_argument("--network", required=True, help="the checkpoint's folder, e.g. resnet20_he_cifar10")
+    b.add_argument("--T", type=int, required=True)
+    b.add_argument("--labels", nargs="+", required=True)
     r = sub.add_parser("reproduce", help=reproduce.__doc__.splitlines()[0])
     r.add_argument("results", help="a reproduce.json / sweep.json")
     r.add_argument("--methods", nargs="+", required=True)
@@ -205,6 +225,9 @@ def render(argv: Sequence[str]) -> str:
         return reproduce(args).rstrip("\n")
     if args.table == "update":
         return update(args.docs)
+    if args.table == "ablation":
+        rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
+        return ablation(rows, args.network, args.T, args.labels)
     data = _read(args.data)
     if args.table == "accuracy":
         return accuracy(data, args.methods, args.T)
