@@ -7,6 +7,10 @@ from a results file of `snncal sweep` / `snncal reproduce`.
     python benchmarks/tables.py memory docs/data/simulate.json
     python benchmarks/tables.py calibration docs/data/calibration.json
     python benchmarks/tables.py nir docs/data/nir_zoo.json                # docs/interop.md
+    python benchmarks/tables.py accuracy docs/data/accuracy_resnet20_he.json \
+        --methods none light advanced --T 16 32                           # docs/history.md
+    python benchmarks/tables.py ablation docs/data/lowlatency_ablation.jsonl \
+        --network resnet20_he_cifar10 --T 16 --labels light tbp wtp
     python benchmarks/tables.py reproduce runs/table9_resnet20_he/reproduce.json \
         --methods none light advanced light+ advanced+ --T 8 16 32 64 --plot docs/img/lowlatency.png
 
