@@ -1,51 +1,247 @@
-"""Tables and a plot from a results file of `snncal sweep` / `snncal reproduce`, for any subset of
-its rows (the commands print the table of the grid they ran; this shows rows from several runs).
+"""The docs' tables of figures, each printed from its data file in docs/data/, and tables and a plot
+from a results file of `snncal sweep` / `snncal reproduce`.
 
-    python benchmarks/tables.py runs/table9_resnet20_he/reproduce.json --methods none light advanced \
-        light+ advanced+ --T 8 16 32 64 --plot docs/img/lowlatency_resnet20_he.png
+    python benchmarks/tables.py quickstart docs/data/quickstart.json \
+        --plot docs/img/quickstart_accuracy_vs_T.png                      # README, make demo
+    python benchmarks/tables.py speed docs/data/simulate.json             # docs/benchmarks.md
+    python benchmarks/tables.py memory docs/data/simulate.json
+    python benchmarks/tables.py calibration docs/data/calibration.json
+    python benchmarks/tables.py nir docs/data/nir_zoo.json                # docs/interop.md
+    python benchmarks/tables.py accuracy docs/data/accuracy_resnet20_he.json \
+        --methods none light advanced --T 16 32                           # docs/history.md
+    python benchmarks/tables.py ablation docs/data/lowlatency_ablation.jsonl \
+        --network resnet20_he_cifar10 --T 16 --labels light tbp wtp
+    python benchmarks/tables.py reproduce runs/table9_resnet20_he/reproduce.json \
+        --methods none light advanced light+ advanced+ --T 8 16 32 64 --plot docs/img/lowlatency.png
+
+A doc marks each table printed here with ``<!-- table: python benchmarks/tables.py ARGS -->`` on the
+line above it; tests/test_docs.py prints the table again from the data file and compares, and
+
+    python benchmarks/tables.py update README.md docs/*.md
+
+rewrites every marked table from its data file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
+import statistics
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from snncal.app.paper import NETWORKS
-from snncal.app.results import Row, seconds_table, table9
+from snncal.app.results import Row, accuracy_table, markdown_table, seconds_table, table9
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("results", help="a reproduce.json / sweep.json")
-    p.add_argument("--methods", nargs="+", required=True)
-    p.add_argument("--T", nargs="+", type=int, required=True)
-    p.add_argument("--arch", help="the zoo architecture, for the paper's rows (default: the file's)")
-    p.add_argument("--plot", help="write accuracy against T here (PNG)")
-    args = p.parse_args()
+def _read(path: str) -> dict:
     try:
-        data = json.loads(Path(args.results).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
-        p.error(f"cannot read results file {args.results}: {err}")
+        raise SystemExit(f"tables.py: cannot read {path}: {err}") from err
+
+
+def _quickstart_rows(data: dict) -> list[Row]:
+    # the recorded run kept accuracies only, not each row's seconds
+    return [Row(**{"convert_seconds": None, "eval_seconds": None, **r}) for r in data["rows"]]
+
+
+def quickstart(data: dict) -> str:
+    """`make demo`'s table: SNN top-1 % of each method at each T, the ANN beside them. The data is
+    a quickstart's ``results.json`` (``runs/quickstart``) or its record, docs/data/quickstart.json:
+    the same ``ann`` and ``rows``, plus the ``provenance`` of the run."""
+    rows = _quickstart_rows(data)
+    return accuracy_table(rows, data["ann"]["acc"], list(dict.fromkeys(r.method for r in rows)))
+
+
+def quickstart_plot(data: dict, path: str) -> None:
+    """`make demo`'s plot (accuracy against T) from the same rows."""
+    from snncal.app import plots
+
+    rows = _quickstart_rows(data)
+    title = f"cnn_small on Fashion-MNIST: SNN accuracy on {rows[0].test_images} test images"
+    plots.plot_accuracy(rows, path, data["ann"]["acc"], title)
+
+
+def speed(data: dict) -> str:
+    """`benchmarks/simulate.py`: one T-step simulation against T ANN forward passes."""
+    body = [[r["model"], r["batch"], r["T"], f"{r['ann_s']:.4f}", f"{r['snn_s']:.3f}", f"{r['ratio']:.2f}",
+             " / ".join(f"{x:.2f}" for x in r["ratios"])] for r in data["speed"]]
+    return markdown_table(["model", "batch", "T", "ANN forward (s)", "SNN simulate (s)",
+                           "SNN / (T x ANN), median", "each repeat"], body)
+
+
+def memory(data: dict) -> str:
+    """`benchmarks/simulate.py --memory-T`: what one simulation adds, resident and tensor MB, at each T."""
+    rows = data["memory"]
+    Ts = list(dict.fromkeys(r["T"] for r in rows))
+    cell = {(r["model"], r["T"]): r for r in rows}
+    body = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        batch = next(r["batch"] for r in rows if r["model"] == model)
+        cells = [f"{cell[model, T]['rss_mb']:.1f} / {cell[model, T]['tensor_mb']:.1f}"
+                 if (model, T) in cell else "-" for T in Ts]
+        body.append([model, batch, *cells])
+    return markdown_table(["model", "batch", *(f"T={T}: resident / tensors (MB)" for T in Ts)], body)
+
+
+def calibration(data: dict) -> str:
+    """`benchmarks/calibration.py`: a method's calibration against depth and against one simulation."""
+    body = [[r["model"], r["images"], r["T"], r["layers"], f"{r['thresholds_s']:.1f}",
+             f"{r['calibrate_s']:.1f}", f"{r['per_layer_s']:.2f}", f"{r['simulate_s']:.1f}",
+             f"{r['ratio']:.2f}"] for r in data["rows"]]
+    return markdown_table(["model", "images", "T", "IF layers", "ANN thresholds alone (s)",
+                           "calibration (s)", "s / layer", "one simulation (s)",
+                           "calibration / simulation"], body)
+
+
+def nir(data: dict) -> str:
+    """`benchmarks/nir_zoo.py`: each zoo model exported to NIR and run by the reference consumer."""
+    body = []
+    for r in data["rows"]:
+        if "error" in r:  # "cannot export node 'n' (op) at file:line `source` to NIR: reason"
+            where = re.search(r"node '([^']+)' \((.*?)\) at ", r["error"])
+            reason = re.split(r"`(?: to NIR)?: ", r["error"], maxsplit=1)[-1]
+            result = f"refused at `{where[1]}` ({where[2]}): {reason}" if where else r["error"]
+        else:
+            result = "exact" if r["max_diff"] == 0 else f"differs by {r['max_diff']:.3g}"
+        body.append([r["model"], f"{r['width']:g}", r["input"], r.get("nir_nodes", "-"), result])
+    return markdown_table(["model", "width", "input", "NIR nodes", "NIR graph against snn.simulate"], body)
+
+
+def accuracy(data: dict, methods: Sequence[str], Ts: Sequence[int]) -> str:
+    """A CIFAR-10 accuracy record of 2026-11-28/29 (docs/history.md, section 2): mean ± std over
+    seeds, their number and the gap to the ANN on the same images, one row per method."""
+    ann = data["ann"]  # the ANN's top-1 % on the same test images
+    accs: dict[tuple[str, int], list[float]] = {}
+    for r in data["rows"]:
+        accs.setdefault((r["method"], r["T"]), []).append(r["acc"])
+
+    def cell(m: str, T: int) -> str:
+        if (m, T) not in accs:
+            return ""
+        v = accs[(m, T)]
+        mean, std = statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+        return f"{mean:.2f} ± {std:.2f} (n={len(v)}, gap {ann - mean:.2f})"
+
+    lines = ["| method | " + " | ".join(f"T={T}" for T in Ts) + " |", "|---|" + "---|" * len(Ts),
+             f"| ANN | {ann:.2f} |" + " |" * (len(Ts) - 1)]
+    lines += [f"| {m} | " + " | ".join(cell(m, T) for T in Ts) + " |" for m in methods]
+    return "\n".join(lines)
+
+
+def ablation(rows: list[dict], network: str, T: int, labels: Sequence[str]) -> str:
+    """The low-latency ablation of 2026-11-30 (docs/history.md, section 6), from the rows of
+    docs/data/lowlatency_ablation.jsonl: one network (its checkpoint's folder), one T, the rows by
+    label, in that order."""
+    by_label = {r["label"]: r for r in rows if r["T"] == T and r["ckpt"].split("/")[1] == network}
+    lines = ["| method | settings | accuracy | agreement | logit MSE | calibration s |",
+             "|---|---|---|---|---|---|"]
+    for label in labels:
+        r = by_label[label]
+        settings = ", ".join(f"`{k}={v:g}`" for k, v in r["kw"].items()) or "defaults"
+        lines.append(f"| `{r['method']}` | {settings} | {r['acc']:.2f} | {r['agree']:.2f} | "
+                     f"{r['logit_mse']:.2f} | {r['calib_s']:.0f} |")
+    return "\n".join(lines)
+
+
+PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
+            "nir": nir}
+
+
+def reproduce(args: argparse.Namespace) -> str:
+    """Table 9, the gaps and the conversion seconds of any rows of a sweep / reproduce results file."""
+    data = _read(args.results)
     rows = [Row(**r) for r in data["rows"] if r["method"] in args.methods and r["T"] in args.T]
     ann = data["ann"]["acc"]
     network = NETWORKS.get(args.arch or data["ann"].get("arch") or data["protocol"].get("arch", ""))
-    print(f"ANN {ann:.2f} % on {data['protocol']['test_images']}\n")
-    print(table9(rows, ann, args.methods, args.T, network))
     gaps = {(r.method, r.T): ann - r.acc for r in rows}
-    print("\nGap (ANN - SNN, points):\n")
-    print("| Method | " + " | ".join(f"T={T}" for T in args.T) + " |")
-    print("|---|" + "---|" * len(args.T))
-    for m in args.methods:
-        cells = [f"{gaps[(m, T)]:.2f}" if (m, T) in gaps else "-" for T in args.T]
-        print(f"| {m} | " + " | ".join(cells) + " |")
-    print("\nConversion seconds (calibration included):\n")
-    print(seconds_table(rows, args.methods, args.T))
+    gap_rows = [[m, *(f"{gaps[(m, T)]:.2f}" if (m, T) in gaps else "-" for T in args.T)]
+                for m in args.methods]
+    out = [f"ANN {ann:.2f} % on {data['protocol']['test_images']}\n",
+           table9(rows, ann, args.methods, args.T, network),
+           "Gap (ANN - SNN, points):\n", markdown_table(["Method", *(f"T={T}" for T in args.T)], gap_rows),
+           "Conversion seconds (calibration included):\n", seconds_table(rows, args.methods, args.T)]
     if args.plot:
         from snncal.app import plots
 
         plots.plot_accuracy(rows, args.plot, ann, title=Path(args.results).parent.name, methods=args.methods)
-        print(f"wrote {args.plot}")
+        out.append(f"wrote {args.plot}")
+    return "\n".join(out)
+
+
+MARKER = re.compile(r"^<!-- table: python benchmarks/tables\.py (.+?) -->$")
+
+
+def update(paths: Sequence[str]) -> str:
+    """Rewrite each marked table of the docs ``paths`` from its data file; which docs changed."""
+    changed = []
+    for path in map(Path, paths):
+        lines, out, i = path.read_text().splitlines(), [], 0
+        while i < len(lines):
+            out.append(lines[i])
+            marker = MARKER.match(lines[i])
+            i += 1
+            if marker:
+                while i < len(lines) and lines[i].startswith("|"):
+                    i += 1
+                out += render(shlex.split(marker[1])).splitlines()
+        text = "\n".join(out) + "\n"
+        if text != path.read_text():
+            path.write_text(text)
+            changed.append(str(path))
+    return "updated: " + (", ".join(changed) or "nothing")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="table", required=True)
+    for name, fn in PRINTERS.items():
+        sub.add_parser(name, help=fn.__doc__.splitlines()[0]).add_argument("data", help="its data file")
+    sub.choices["quickstart"].add_argument("--plot", help="also write the plot here (PNG)")
+    a = sub.add_parser("accuracy", help=accuracy.__doc__.splitlines()[0])
+    a.add_argument("data", help="its data file (docs/data/accuracy_*.json)")
+    a.add_argument("--methods", nargs="+", required=True)
+    a.add_argument("--T", nargs="+", type=int, required=True)
+    b = sub.add_parser("ablation", help=ablation.__doc__.splitlines()[0])
+    b.add_argument("data", help="docs/data/lowlatency_ablation.jsonl")
+    b.add_argument("--network", required=True, help="the checkpoint's folder, e.g. resnet20_he_cifar10")
+    b.add_argument("--T", type=int, required=True)
+    b.add_argument("--labels", nargs="+", required=True)
+    r = sub.add_parser("reproduce", help=reproduce.__doc__.splitlines()[0])
+    r.add_argument("results", help="a reproduce.json / sweep.json")
+    r.add_argument("--methods", nargs="+", required=True)
+    r.add_argument("--T", nargs="+", type=int, required=True)
+    r.add_argument("--arch", help="the zoo architecture, for the paper's rows (default: the file's)")
+    r.add_argument("--plot", help="write accuracy against T here (PNG)")
+    u = sub.add_parser("update", help=update.__doc__.splitlines()[0])
+    u.add_argument("docs", nargs="+", help="Markdown files")
+    return p
+
+
+def render(argv: Sequence[str]) -> str:
+    """What ``python benchmarks/tables.py ARGV`` prints, without the final newline."""
+    args = parser().parse_args(list(argv))
+    if args.table == "reproduce":
+        return reproduce(args).rstrip("\n")
+    if args.table == "update":
+        return update(args.docs)
+    if args.table == "ablation":
+        rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
+        return ablation(rows, args.network, args.T, args.labels)
+    data = _read(args.data)
+    if args.table == "accuracy":
+        return accuracy(data, args.methods, args.T)
+    if getattr(args, "plot", None):
+        quickstart_plot(data, args.plot)
+    return PRINTERS[args.table](data).rstrip("\n")
+
+
+def main() -> None:
+    print(render(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Each row follows the paper's protocol: the network is converted and calibrated *for* its ``T``
 (thresholds and calibration depend on ``T``), with calibration images drawn by its seed, and
 evaluated at that ``T`` on a fixed, named test subset, against the ANN on the same images. The one
-:class:`Experiment` is behind ``snncal sweep``, ``snncal reproduce``, the quickstart and the
-accuracy benchmark, so that every published number comes from a command a user can run.
+:class:`Experiment` is behind ``snncal sweep``, ``snncal reproduce`` and the quickstart, so that
+every accuracy published in docs/ comes from a command a user can run.
 """
 
 from __future__ import annotations
