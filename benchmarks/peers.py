@@ -2,9 +2,11 @@
 
 For a saved SNN and a test subset (images evenly spaced through the test split), exports the network
 once per peer (``export_nir(target=peer)``), runs it in the peer (``run_peer``, which sets what the
-peer lets a user set), and writes one row per peer to docs/data/peers.jsonl: snncal's accuracy, the
+peer lets a user set), and writes one row per peer to docs/data/peers.json: snncal's accuracy, the
 peer's, the fraction of images where their predictions agree, and the peer's simulation time over
-snncal's in the same run. A peer that is not installed or fails gets a row with its error.
+snncal's in the same run. A peer that is not installed or fails gets a row with its error. Rows of
+an earlier run with the same label and peer are replaced; docs/interop.md's table is printed from
+the file by ``python benchmarks/tables.py peers docs/data/peers.json``.
 
     python benchmarks/peers.py --snn runs/quickstart/snn_light_T32 --dataset fashion-mnist \\
         --data /usr/share/datasets/fashion-mnist --images 2000 --label "resnet20 light T=32"
@@ -19,13 +21,14 @@ import warnings
 from pathlib import Path
 
 import torch
+from record import provenance, write_json
 
 from snncal.ann.data.datasets import build_dataset
 from snncal.core.export import export_nir, load, read_meta
 from snncal.core.export.peer_run import PEERS, run_peer
 from snncal.core.subsets import evenly_spaced
 
-ROWS = Path(__file__).resolve().parents[1] / "docs" / "data" / "peers.jsonl"
+ROWS = Path(__file__).resolve().parents[1] / "docs" / "data" / "peers.json"
 
 
 def _batches(dataset, batch: int):
@@ -96,10 +99,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     rows = measure(args.snn, args.dataset, args.data, args.images, args.batch, args.peers, args.label)
-    with open(args.out, "a") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-            print(json.dumps(row))
+    for row in rows:
+        print(json.dumps(row))
+    out = Path(args.out)
+    kept = json.loads(out.read_text())["rows"] if out.exists() else []
+    new = {(r["label"], r["peer"]) for r in rows}
+    kept = [r for r in kept if (r["label"], r["peer"]) not in new]
+    write_json(out, {"provenance": provenance(torch.get_num_threads()), "rows": kept + rows})
     return 0
 
 

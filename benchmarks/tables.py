@@ -7,6 +7,7 @@ from a results file of `snncal sweep` / `snncal reproduce`.
     python benchmarks/tables.py memory docs/data/simulate.json
     python benchmarks/tables.py calibration docs/data/calibration.json
     python benchmarks/tables.py nir docs/data/nir_zoo.json                # docs/interop.md
+    python benchmarks/tables.py peers docs/data/peers.json
     python benchmarks/tables.py accuracy docs/data/accuracy_resnet20_he.json \
         --methods none light advanced --T 16 32                           # docs/history.md
     python benchmarks/tables.py ablation docs/data/lowlatency_ablation.jsonl \
@@ -148,8 +149,20 @@ def ablation(rows: list[dict], network: str, T: int, labels: Sequence[str]) -> s
     return "\n".join(lines)
 
 
+PEER_NAMES = {"spikingjelly": "SpikingJelly", "sinabs": "sinabs", "snntorch": "snnTorch", "norse": "Norse"}
+
+
+def peers(data: dict) -> str:
+    """`benchmarks/peers.py`: each peer running snncal's export against snncal, per network."""
+    body = [[r["label"], PEER_NAMES.get(r["peer"], r["peer"]), r["images"], f"{r['snncal_acc']:.2f}",
+             *((f"{r['peer_acc']:.2f}", f"{r['agreement']:.2f}", f"{r['time_ratio']:.2f}")
+               if "error" not in r else ("failed: " + r["error"], "-", "-"))] for r in data["rows"]]
+    return markdown_table(["network", "peer", "images", "snncal acc. (%)", "peer acc. (%)",
+                           "agreement (%)", "peer time / snncal time"], body)
+
+
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
-            "nir": nir}
+            "nir": nir, "peers": peers}
 
 
 def reproduce(args: argparse.Namespace) -> str:
