@@ -34,7 +34,7 @@ def candidate_errors(layer: Layer, candidates: Tensor) -> Tensor:
     neuron, T = layer.neuron, layer.T
     ones = (1,) * (layer.target.dim() - candidates.dim() + 1)
     th = candidates.view(len(candidates), *ones, *candidates.shape[1:])  # [K, 1, ...] ~ [K, B, C, ...]
-    bias = th / (2 * T) if neuron.shift else 0.0
+    bias = neuron.shift_current(T, th)
     if neuron.step_bias is not None:
         bias = bias + neuron.bias_at(0, T).unsqueeze(1)  # [T, 1, 1, ...]: per step, all candidates
     total = 0

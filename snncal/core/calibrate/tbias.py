@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from snncal.core import distributed as dist
-from snncal.core.calibrate.block import effective_v0
 
 if TYPE_CHECKING:
     from snncal.core.calibrate.sweep import Layer
@@ -43,7 +42,7 @@ def running_error(layer: Layer) -> tuple[Tensor, Tensor]:
     and per channel the fraction of inputs in the linear range ``0 < mean drive < Vth`` ``[C]``."""
     T, neuron = layer.T, layer.neuron
     steps = torch.arange(1, T + 1, device=layer.target.device).view(-1, *([1] * layer.target.dim()))
-    v0 = effective_v0(layer)
+    v0 = neuron.effective_v0(T)
     error = linear = 0
     count = 0
     for index, current, out in layer.simulation():

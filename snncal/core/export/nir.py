@@ -467,7 +467,7 @@ def _neuron(ex: _Export, node: fx.Node) -> _Sum:
     neuron: IFNeuron = ex.module(node)
     shape, T = ex.shape(node), ex.snn.T
     vth = _broadcast(neuron.threshold, shape)
-    bias = neuron.threshold / (2 * T) if neuron.shift else torch.zeros(())
+    bias = neuron.shift_current(T)
     meta = {
         "snncal_name": node.target,
         "reset": neuron.reset,
