@@ -193,7 +193,7 @@ def test_weight_calibration_through_the_spike_train_starts_from_the_simulated_er
     rate's squared error itself (summed over a layer's elements, averaged over images)."""
     simulated = {}
     monkeypatch.setitem(STEPS, "probe", Step(lambda layer, cfg: simulated.__setitem__(
-        layer.name, layer.stats().sq_sum / layer.stats().count), spikes=True))
+        layer.name, layer.error_stats().sq_sum / layer.error_stats().count), spikes=True))
     monkeypatch.setitem(METHODS, "probed", Method("probed", ("threshold", "probe", "weight_spikes")))
     snn = snncal.convert(randomize_bn(Mixed()), torch.rand(64, 3, 16, 16), T=8, method="probed",
                          weight_iters=10, num_images=64)
@@ -209,7 +209,7 @@ def test_weight_calibration_fits_the_shifted_neuron_it_then_fires_with(monkeypat
     rate's squared error itself (and not that of a neuron without the shift)."""
     simulated = {}
     monkeypatch.setitem(STEPS, "probe", Step(lambda layer, cfg: simulated.__setitem__(
-        layer.name, layer.stats().sq_sum / layer.stats().count), spikes=True))
+        layer.name, layer.error_stats().sq_sum / layer.error_stats().count), spikes=True))
     monkeypatch.setitem(METHODS, "probed", Method("probed", ("threshold", "shift", "probe", "weight")))
     model = randomize_bn(Mixed())
     x = torch.rand(64, 3, 16, 16)

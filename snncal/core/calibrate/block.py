@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from snncal.core.calibrate.reconstruct import reconstruct
 
 if TYPE_CHECKING:
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
 
 __all__ = ["block_reconstruction", "block_reconstruction_spikes"]

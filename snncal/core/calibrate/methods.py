@@ -29,7 +29,7 @@ from snncal.core.calibrate import (
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader, Dataset
 
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
     from snncal.core.engine import SpikingNetwork
 

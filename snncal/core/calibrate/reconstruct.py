@@ -33,7 +33,7 @@ from snncal.core import distributed as dist
 from snncal.core.neuron import clip_floor
 
 if TYPE_CHECKING:
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
 
 __all__ = ["clip_floor_ste", "fit", "rate_model", "reconstruct", "temporal_offsets"]
@@ -56,7 +56,7 @@ def rate_model(layer: Layer, current: Tensor, straight_through: bool = True) -> 
 def _model_output(node: Layer, values: dict[fx.Node, Tensor], offsets: dict[Layer, Tensor] | None,
                   idx: Tensor) -> Tensor:
     """``node``'s modelled rate from its segment's input ``values`` (plus its temporal offset)."""
-    out = rate_model(node, node.current(values))
+    out = rate_model(node, node.current_from(values))
     return out if offsets is None else out + offsets[node][idx]
 
 
@@ -75,11 +75,11 @@ def temporal_offsets(layer: Layer, inner: list[Layer]) -> dict[Layer, Tensor]:
     input current: the stored rates for the inner layers, a simulation for ``layer``."""
     offsets = {}
     for node in inner:
-        rates = layer.rates(node.segment.inputs)
-        own = layer.rates([node.segment.neuron])[node.segment.neuron]
-        offsets[node] = own - rate_model(node, node.current(rates), straight_through=False)
+        rates = layer.rates_of(node.segment.inputs)
+        own = layer.rates_of([node.segment.neuron])[node.segment.neuron]
+        offsets[node] = own - rate_model(node, node.current_from(rates), straight_through=False)
     delta = torch.empty_like(layer.target)
-    for index, current, out in layer.simulation():
+    for index, current, out in layer.responses():
         delta[index] = out.mean(0) - rate_model(layer, current.mean(0), straight_through=False)
     offsets[layer] = delta
     return offsets
@@ -90,7 +90,7 @@ def reconstruct(layer: Layer, cfg: ConvertConfig, inner: list[Layer], spikes: bo
     are the calibrated SNN rates of the block's inputs. Adam as in weight calibration; the loss
     before and after goes to ``layer.info["weight_loss"]``, the block to ``layer.info["block"]``."""
     offsets = temporal_offsets(layer, inner) if spikes else None
-    rates = layer.rates(layer.block_inputs(inner))
+    rates = layer.rates_of(layer.block_inputs(inner))
     params = list({id(p): p for node in [*inner, layer] for m in node.synapses
                    for p in m.parameters()}.values())
     target = layer.target

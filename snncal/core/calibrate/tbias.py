@@ -22,7 +22,7 @@ from torch import Tensor
 from snncal.core import distributed as dist
 
 if TYPE_CHECKING:
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
 
 __all__ = ["ITERATIONS", "running_error", "time_bias_correction"]
@@ -45,7 +45,7 @@ def running_error(layer: Layer) -> tuple[Tensor, Tensor]:
     v0 = neuron.effective_v0(T)
     error = linear = 0
     count = 0
-    for index, current, out in layer.simulation():
+    for index, current, out in layer.responses():
         running = out.cumsum(0) / steps
         error = error + _channel_sum(running - layer.target[index], 1)
         drive = current.mean(0) + v0 / T
