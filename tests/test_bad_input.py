@@ -228,9 +228,9 @@ def test_no_file_a_user_can_place_runs_code(ann, fmnist, tmp_path, monkeypatch, 
     again = load_image_folder(folder, cache_dir=cache)
     assert torch.equal(first.images, again.images)
     # the calibration sweep's spilled spike trains
-    from snncal.core.calibrate.store import SpikeStore
+    from snncal.core.calibrate.store import MemoryBudget, SpikeStore
 
-    store = SpikeStore([0], lambda: str(tmp_path))
+    store = SpikeStore(MemoryBudget(0), lambda: str(tmp_path))
     store.entries.append((str(payload), (1,)))
     with pytest.raises(Exception, match="Weights only load failed"):
         store.load(0)

@@ -11,7 +11,7 @@ from torch import nn
 
 import snncal
 from snncal.core.calibrate import get_method
-from snncal.core.calibrate.store import SpikeStore, pack, unpack
+from snncal.core.calibrate.store import MemoryBudget, SpikeStore, pack, unpack
 from snncal.core.engine import _Chunk, simulate
 from snncal.core.graph import prepare
 
@@ -159,15 +159,15 @@ def test_methods_and_steps():
 def test_spike_store_round_trips_in_memory_and_spilled(tmp_path):
     spikes = torch.rand(3, 5, 7, 2) > 0.5
     assert torch.equal(unpack(pack(spikes), spikes.shape), spikes)
-    budget = [pack(spikes).numel()]  # room for exactly one minibatch
+    budget = MemoryBudget(pack(spikes).numel())  # room for exactly one minibatch
     store = SpikeStore(budget, lambda: str(tmp_path))
     store.append(spikes)
     store.append(~spikes)
-    assert budget == [0] and len(list(tmp_path.iterdir())) == 1
+    assert budget.left == 0 and len(list(tmp_path.iterdir())) == 1
     assert torch.equal(store.load(0), spikes) and torch.equal(store.load(1), ~spikes)
     store.free()
-    assert budget == [pack(spikes).numel()] and not list(tmp_path.iterdir())
-    roomy = SpikeStore([10**6], lambda: str(tmp_path))
+    assert budget.left == pack(spikes).numel() and not list(tmp_path.iterdir())
+    roomy = SpikeStore(MemoryBudget(10**6), lambda: str(tmp_path))
     roomy.append(spikes)
     assert roomy.entries[0][0].dtype == torch.bool and torch.equal(roomy.load(0), spikes)
 

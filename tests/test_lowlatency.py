@@ -193,7 +193,7 @@ def test_weight_calibration_through_the_spike_train_starts_from_the_simulated_er
     rate's squared error itself (summed over a layer's elements, averaged over images)."""
     simulated = {}
     monkeypatch.setitem(STEPS, "probe", Step(lambda layer, cfg: simulated.__setitem__(
-        layer.name, layer.stats().sq_sum / layer.stats().count), spikes=True))
+        layer.name, layer.error_stats().sq_sum / layer.error_stats().count), spikes=True))
     monkeypatch.setitem(METHODS, "probed", Method("probed", ("threshold", "probe", "weight_spikes")))
     snn = snncal.convert(randomize_bn(Mixed()), torch.rand(64, 3, 16, 16), T=8, method="probed",
                          weight_iters=10, num_images=64)
@@ -201,6 +201,24 @@ def test_weight_calibration_through_the_spike_train_starts_from_the_simulated_er
     assert len(fitted) == len(snn.neurons()) - 1  # relu_2's segment is an add: nothing to fit
     for layer in fitted:
         assert layer.weight_loss[0] == pytest.approx(simulated[layer.name], rel=1e-5)
+
+
+def test_weight_calibration_fits_the_shifted_neuron_it_then_fires_with(monkeypatch):
+    """Under ``shift+weight`` the model fitted is the neuron with its threshold shift: on the first
+    layer, fed the image as a constant current, the model's loss before fitting is the simulated
+    rate's squared error itself (and not that of a neuron without the shift)."""
+    simulated = {}
+    monkeypatch.setitem(STEPS, "probe", Step(lambda layer, cfg: simulated.__setitem__(
+        layer.name, layer.error_stats().sq_sum / layer.error_stats().count), spikes=True))
+    monkeypatch.setitem(METHODS, "probed", Method("probed", ("threshold", "shift", "probe", "weight")))
+    model = randomize_bn(Mixed())
+    x = torch.rand(64, 3, 16, 16)
+    snn = snncal.convert(model, x, T=8, method="probed", weight_iters=10, num_images=64)
+    first = snn.calibration.layers[0]
+    assert snn.neurons()[first.name].shift
+    assert first.weight_loss[0] == pytest.approx(simulated[first.name], rel=1e-3)
+    unshifted = snncal.convert(model, x, T=8, method="weight", weight_iters=10, num_images=64)
+    assert unshifted.calibration.layers[0].weight_loss[0] != pytest.approx(first.weight_loss[0], rel=1e-2)
 
 
 # -- locally balanced thresholds -----------------------------------------------------------------

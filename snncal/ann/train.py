@@ -46,6 +46,7 @@ from snncal.core.subsets import evenly_spaced, random_indices
 __all__ = [
     "TrainConfig",
     "build_model",
+    "has_batchnorm",
     "train",
     "train_one_epoch",
 ]
@@ -238,7 +239,8 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, dict[str, Any]]:
     return model, meta
 
 
-def _has_bn(model: nn.Module) -> bool:
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has a BatchNorm layer (the paper's recipe trains such models differently)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
@@ -324,7 +326,7 @@ def _train(config: TrainConfig, train_set: Dataset | None, test_set: Dataset | N
     device = _device(config, local)
     _seed_everything(config.seed)
     model, meta = build_model(config)
-    cfg = config.resolve(_has_bn(model))
+    cfg = config.resolve(has_batchnorm(model))
     out = Path(cfg.out_dir)
     train_loader, test_loader, sampler = _loaders(cfg, train_set, test_set, rank, world)
     model.to(device)

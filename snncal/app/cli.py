@@ -274,17 +274,13 @@ def _experiment(args: argparse.Namespace, stem: str, methods: Sequence[str], Ts:
                                checkpoint_test_acc=meta.get("test_acc"))
     title = f"{title}: {meta['arch']} on {name}"
     network = NETWORKS.get(meta["arch"]) if paper and name == "cifar10" else None
-    columns = {"Use BN": "yes" if _has_bn(model) else "no"} if paper else None
+    from snncal.ann.train import has_batchnorm
+
+    columns = {"Use BN": "yes" if has_batchnorm(model) else "no"} if paper else None
     table, files = experiment.write(rows, methods, Ts, title, network=network, columns=columns)
     if dist.is_main():
         _say(f"# {title}", "", table, "wrote " + ", ".join(files.values()))
     return 0
-
-
-def _has_bn(model: Any) -> bool:
-    from torch import nn
-
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

@@ -138,8 +138,8 @@ def observe(snn: SpikingNetwork, calib_data: CalibData, config: ConvertConfig | 
     configured method's steps that need no simulation (its threshold rule). Returns them by name."""
     cfg, method = _configure(config, overrides)
     ann_steps = tuple(s for s in method.steps if not STEPS[s].spikes)
-    images = _share(calib_data, cfg, _device(snn))[0]
-    run_steps(snn, images, None, cfg, Method(method.name, ann_steps))
+    images = _share(calib_data, cfg, _device(snn))
+    run_steps(snn, images, cfg, Method(method.name, ann_steps))
     return {name: n.threshold.clone() for name, n in snn.neurons().items()}
 
 
@@ -156,8 +156,8 @@ def calibrate(
     sweep, each layer from the already calibrated spike trains of the layers before it; then its
     network steps (``hybrid`` trains on ``train_data``, see :func:`convert`)."""
     cfg, method = _configure(config, overrides)
-    images, labels = _share(calib_data, cfg, _device(snn))
-    snn.calibration = run_steps(snn, images, labels, cfg, method, progress, train_data)
+    images = _share(calib_data, cfg, _device(snn))
+    snn.calibration = run_steps(snn, images, cfg, method, progress, train_data)
     return snn.calibration
 
 
@@ -187,23 +187,23 @@ def convert(
         The :class:`SpikingNetwork`, on the device of ``model``'s parameters.
     """
     cfg, method = _configure(config, overrides)
-    images, labels = _share(calib_data, cfg, _device(model))
+    images = _share(calib_data, cfg, _device(model))
     ann = prepare(model, images[: cfg.batch_size], cfg)
     snn = to_spiking(ann, cfg)
     log.info("converted %s: %d IF neurons", type(model).__name__, len(snn.neurons()))
-    snn.calibration = run_steps(snn, images, labels, cfg, method, progress, train_data)
+    snn.calibration = run_steps(snn, images, cfg, method, progress, train_data)
     return snn
 
 
-def _share(data: CalibData, cfg: ConvertConfig, device: torch.device) -> tuple[Tensor, Tensor | None]:
-    """This process's calibration images (and labels) on ``device``: up to ``cfg.num_images``, or
+def _share(data: CalibData, cfg: ConvertConfig, device: torch.device) -> Tensor:
+    """This process's calibration images on ``device``: up to ``cfg.num_images``, or
     under ``torch.distributed`` this rank's part of them, drawn from its own ``data``."""
     if cfg.num_images < dist.world_size():  # the same answer on every rank: none waits alone
         raise ValueError(f"num_images={cfg.num_images} leaves no calibration image to some of the "
                          f"{dist.world_size()} processes: use at least one per process")
     # seed + rank: ranks that were all given the whole set draw different images from it
-    images, labels = calibration_set(data, dist.share(cfg.num_images), cfg.seed + dist.rank())
-    return images.to(device), None if labels is None else labels.to(device)
+    images, _ = calibration_set(data, dist.share(cfg.num_images), cfg.seed + dist.rank())
+    return images.to(device)
 
 
 def _configure(config: ConvertConfig | None, overrides: dict) -> tuple[ConvertConfig, Method]:

@@ -250,9 +250,9 @@ def layer_errors(snn: SpikingNetwork, images: Tensor, reference: SpikingNetwork)
     rows = []
     with Sweep(snn.graph, images, snn.T, encoding=snn.encoding, max_batch=snn.max_batch) as sweep:
         for layer in sweep.layers():
-            current = layer.current(layer.input_rates())
+            current = layer.current_from(layer.input_rates())
             sweep.finish(layer)
-            rate, target, neuron = layer.rate(), targets[layer.name], layer.neuron
+            rate, target, neuron = layer.output_rate(), targets[layer.name], layer.neuron
             if rate is None:
                 continue
             floor = clip_floor(current, neuron.threshold, snn.T, neuron.v0)

@@ -344,7 +344,7 @@ class IFNeuron(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Advance steps ``t0 .. t0 + steps - 1`` of a simulation of total length ``T``; see
         :func:`if_scan`."""
-        bias = self._bias(t0, steps, T, v.dtype)
+        bias = self.extra_current(t0, steps, T, v.dtype)
         return if_scan(x, v, self.threshold.to(v.dtype), steps, self.reset, bias, residual)
 
     def count(
@@ -352,16 +352,35 @@ class IFNeuron(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """A whole simulation of length ``T`` from state ``v``, as calibration reads it: spike
         counts, final state and, with ``spikes``, the bool spike trains; see :func:`if_count`."""
-        bias = self._bias(0, T, T, v.dtype)
+        bias = self.extra_current(0, T, T, v.dtype)
         return if_count(x, v, self.threshold.to(v.dtype), T, self.reset, bias, spikes)
 
-    def _bias(self, t0: int, steps: int, T: int, dtype: torch.dtype) -> Tensor | float:
-        """The extra input current of steps ``t0 .. t0 + steps - 1``: the threshold shift and
-        the time-dependent bias (0.0 without either)."""
-        bias = self.threshold / (2 * T) if self.shift else 0.0
+    # -- the extra current: the threshold shift and the time-dependent bias, in one place
+    def shift_current(self, T: int, threshold: Tensor | None = None) -> Tensor | float:
+        """The threshold shift's current at every step, ``Vth / 2T`` (0.0 without the shift);
+        ``threshold`` replaces ``Vth`` (candidate thresholds, one more leading dimension)."""
+        if not self.shift:
+            return 0.0
+        return (self.threshold if threshold is None else threshold) / (2 * T)
+
+    def extra_current(self, t0: int, steps: int, T: int, dtype: torch.dtype) -> Tensor | float:
+        """The extra input current of steps ``t0 .. t0 + steps - 1``: the threshold shift plus the
+        time-dependent bias (0.0 without either), as :func:`if_scan`'s ``bias``."""
+        bias = self.shift_current(T)
         if self.step_bias is not None:
             bias = bias + self.bias_at(t0, steps).to(dtype)
         return bias
+
+    def effective_v0(self, T: int) -> Tensor:
+        """The initial potential that, for a constant current over ``T`` steps, ends in the spike
+        count the extra current gives: ``v0``, plus ``Vth / 2`` with the threshold shift, plus the
+        sum of the time-dependent bias over the ``T`` steps."""
+        v0 = self.v0
+        if self.shift:
+            v0 = v0 + self.threshold / 2
+        if self.step_bias is not None:
+            v0 = v0 + self.bias_at(0, T).sum(0)[0]
+        return v0
 
     def bias_at(self, t0: int, steps: int) -> Tensor:
         """The time-dependent bias of steps ``t0 .. t0 + steps - 1`` as ``[steps, 1, ...]``, which

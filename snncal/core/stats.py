@@ -90,6 +90,7 @@ efficiency*, ICONIP 2022.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Iterable
@@ -102,7 +103,7 @@ from torch import Tensor, fx, nn
 from snncal.core.engine import SpikingNetwork, simulate
 from snncal.core.evaluate import input_batches
 from snncal.core.files import to_plain
-from snncal.core.graph import SYNAPSES
+from snncal.core.graph import SYNAPSES, ops
 from snncal.core.neuron import is_neuron
 
 __all__ = [
@@ -119,13 +120,15 @@ __all__ = [
 INPUT = "<input>"  # the network input, a spike source under Poisson encoding
 _ANALOG = "<analog>"  # the output of a conv/linear: a current, not spikes
 
-_CONV_FUNCS = (F.conv1d, F.conv2d, F.conv3d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_POOLS = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
-_POOL_FUNCS = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3}
-_ADAPTIVE = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
-_ADAPTIVE_FUNCS = {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2, F.adaptive_avg_pool3d: 3}
-_SCALE_FUNCS = (operator.mul, operator.truediv, torch.mul, torch.div)
+# the op table's rows, by what the cost model does with them
+_CONV_FUNCS = ops.targets("conv", kind="function")
+_BN = tuple(ops.targets("batchnorm", kind="module"))
+_POOLS = {op.target: op.dims for op in ops.OPS if op.role == "avg_pool" and op.kind == "module"}
+_POOL_FUNCS = {op.target: op.dims for op in ops.OPS if op.role == "avg_pool" and op.kind == "function"}
+_ADAPTIVE = {op.target: op.dims for op in ops.OPS if op.role == "adaptive_pool" and op.kind == "module"}
+_ADAPTIVE_FUNCS = {op.target: op.dims for op in ops.OPS
+                   if op.role == "adaptive_pool" and op.kind == "function"}
+_SCALE_FUNCS = ops.targets("mul", "div", kind="function")
 
 
 @dataclass(frozen=True)
@@ -281,10 +284,6 @@ def _sum_adaptive(x: Tensor, dims: int, output_size) -> Tensor:
     return y
 
 
-def _value(args: tuple, kwargs: dict, index: int, name: str, default=None):
-    return args[index] if len(args) > index else kwargs.get(name, default)
-
-
 class _Ones(fx.Interpreter):
     """Runs the graph on one image with unit weights, sum pools and neuron outputs as leaves, and
     adds every consumer's output to ``loss`` (see :func:`connectivity`)."""
@@ -320,7 +319,7 @@ class _Ones(fx.Interpreter):
 
     def _weight_layer(self, n: fx.Node, args: tuple, kwargs: dict, out: Tensor) -> Tensor:
         weight = (self.module.get_submodule(n.target).weight if n.op == "call_module"
-                  else _value(args, kwargs, 1, "weight"))
+                  else ops.argument(args, kwargs, 1, "weight"))
         reads = set().union(*(self.sources[a] for a in n.all_input_nodes))
         event = bool(reads) and reads <= self.spike_sources
         outputs = out.numel() // out.shape[0]
@@ -332,20 +331,23 @@ class _Ones(fx.Interpreter):
 
     def _unit(self, n: fx.Node, args: tuple, kwargs: dict):
         """The node's op with unit weights: the count of paths through it."""
+        if n.op == "call_function" and not any(isinstance(a, Tensor) for a in (*args, *kwargs.values())):
+            return self.call_function(n.target, args, kwargs)  # arithmetic on sizes, as it is
         if n.op == "call_module":
             return self._unit_module(self.submodules[n.target], args, kwargs)
         if n.op == "call_function":
             f = n.target
             if f in _CONV_FUNCS or f is F.linear:
-                ones = torch.ones_like(_value(args, kwargs, 1, "weight"), dtype=args[0].dtype)
+                ones = torch.ones_like(ops.argument(args, kwargs, 1, "weight"), dtype=args[0].dtype)
                 kwargs = {k: v for k, v in kwargs.items() if k not in ("weight", "bias")}
                 return f(args[0], ones, None, *args[3:], **kwargs)
             if f in _POOL_FUNCS:
-                return _sum_pool(args[0], _POOL_FUNCS[f], _value(args, kwargs, 1, "kernel_size"),
-                                 _value(args, kwargs, 2, "stride"), _value(args, kwargs, 3, "padding", 0),
-                                 _value(args, kwargs, 4, "ceil_mode", False))
+                arg = functools.partial(ops.argument, args, kwargs)
+                return _sum_pool(args[0], _POOL_FUNCS[f], arg(1, "kernel_size"), arg(2, "stride"),
+                                 arg(3, "padding", 0), arg(4, "ceil_mode", False))
             if f in _ADAPTIVE_FUNCS:
-                return _sum_adaptive(args[0], _ADAPTIVE_FUNCS[f], _value(args, kwargs, 1, "output_size"))
+                size = ops.argument(args, kwargs, 1, "output_size")
+                return _sum_adaptive(args[0], _ADAPTIVE_FUNCS[f], size)
             if f is operator.neg:
                 return args[0]
             if f in _SCALE_FUNCS:

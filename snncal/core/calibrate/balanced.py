@@ -20,7 +20,7 @@ from snncal.core import distributed as dist
 from snncal.core.neuron import if_scan
 
 if TYPE_CHECKING:
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
 
 __all__ = ["GRID", "balanced_threshold", "candidate_errors"]
@@ -34,11 +34,11 @@ def candidate_errors(layer: Layer, candidates: Tensor) -> Tensor:
     neuron, T = layer.neuron, layer.T
     ones = (1,) * (layer.target.dim() - candidates.dim() + 1)
     th = candidates.view(len(candidates), *ones, *candidates.shape[1:])  # [K, 1, ...] ~ [K, B, C, ...]
-    bias = th / (2 * T) if neuron.shift else 0.0
+    bias = neuron.shift_current(T, th)
     if neuron.step_bias is not None:
         bias = bias + neuron.bias_at(0, T).unsqueeze(1)  # [T, 1, 1, ...]: per step, all candidates
     total = 0
-    for index, current in layer.currents():
+    for index, current in layer.input_currents():
         v = torch.zeros(len(th), *current.shape[1:], device=current.device) + neuron.v0
         out, _ = if_scan(current.unsqueeze(1), v, th, T, neuron.reset, bias)
         err = (out.mean(0) - layer.target[index]) ** 2  # [K, B, C, ...]

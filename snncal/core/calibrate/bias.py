@@ -10,7 +10,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
 
 log = logging.getLogger("snncal")
@@ -23,7 +23,7 @@ def bias_correction(layer: Layer, cfg: ConvertConfig) -> None:
     linear range ``(0, Vth)``; ``g``, the fraction of inputs there, turns the paper's correction
     (``g = 1``) into a Newton step that cancels the channel's mean error on the calibration set.
     """
-    synapse, stats = layer.bias_synapse, layer.stats()
+    synapse, stats = layer.bias_synapse, layer.error_stats()
     if synapse is None:
         log.warning("%s: bias correction skipped: no conv/linear adds directly into this neuron",
                     layer.name)

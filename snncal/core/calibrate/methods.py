@@ -29,7 +29,7 @@ from snncal.core.calibrate import (
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader, Dataset
 
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
     from snncal.core.engine import SpikingNetwork
 
@@ -62,7 +62,7 @@ STEPS: dict[str, Step] = {  # in the order a '+'-joined list of steps runs in
     "shift": Step(shift.threshold_shift, spikes=False),
     "balanced": Step(balanced.balanced_threshold, spikes=True),
     "weight": Step(weight.weight_calibration, spikes=True),
-    "weight_spikes": Step(block.weight_calibration_spikes, spikes=True),
+    "weight_spikes": Step(weight.weight_calibration_spikes, spikes=True),
     "block": Step(block.block_reconstruction, spikes=True),
     "block_spikes": Step(block.block_reconstruction_spikes, spikes=True),
     "bias": Step(bias.bias_correction, spikes=True),

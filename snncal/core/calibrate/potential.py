@@ -9,7 +9,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
 
 
@@ -21,7 +21,7 @@ def potential_correction(layer: Layer, cfg: ConvertConfig) -> None:
     of inputs there, makes it a Newton step (the paper's correction is ``g = 1``). ``g`` is estimated
     per element from few samples, so it is clamped at 0.5: at most a doubled step.
     """
-    stats, neuron = layer.stats(), layer.neuron
+    stats, neuron = layer.error_stats(), layer.neuron
     step = stats.element_error / stats.element_gain.clamp_min(0.5)
     neuron.v0 = (neuron.v0 - layer.T * step).to(neuron.v0.dtype)
     layer.changed(neuron_only=True)

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
 
 
@@ -36,7 +36,7 @@ def rmp_threshold(layer: Layer, cfg: ConvertConfig) -> None:
     simulated over ``cfg.T`` steps: the smallest threshold at which no neuron's rate would
     exceed one spike per step. One value per layer (or per channel if configured)."""
     observer = obs.MaxObserver(cfg.per_channel)
-    for _, x in layer.currents():
+    for _, x in layer.input_currents():
         observer(x.mean(0))
     top = observer.all_reduce().max_val
     set_threshold(layer, top, top)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "MemoryBudget",
     "SpikeStore",
     "pack",
     "spill_folder",
@@ -46,28 +47,46 @@ def unpack(packed: Tensor, shape: tuple[int, ...]) -> Tensor:
     return bits.view(-1)[: math.prod(shape)].view(shape)
 
 
+class MemoryBudget:
+    """The bytes of memory a sweep has left for spike trains and kept input currents, shared by
+    all its stores and layers: each takes before it keeps, and gives back when it frees."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.left = nbytes
+
+    def take(self, nbytes: int, share: int = 1) -> bool:
+        """Take ``nbytes`` if they are at most ``1 / share`` of what is left; whether it did."""
+        if nbytes > self.left // share:
+            return False
+        self.left -= nbytes
+        return True
+
+    def give(self, nbytes: int) -> None:
+        """Give ``nbytes`` back."""
+        self.left += nbytes
+
+    def __repr__(self) -> str:
+        return f"MemoryBudget({self.left} bytes left)"
+
+
 @dataclass
 class SpikeStore:
     """Spike trains of one neuron, one entry per calibration minibatch, packed in memory or on disk.
 
-    ``budget`` is shared by all stores of a sweep (a one-element list of bytes left) so that the
-    total in memory stays under it.
+    ``budget`` is shared by all stores of a sweep, so that the total in memory stays under it.
     """
 
-    budget: list[int]
+    budget: MemoryBudget
     spill_dir: Callable[[], str]  # the folder for spilled minibatches, made when first needed
     entries: list[tuple[Tensor | str, tuple[int, ...]]] = field(default_factory=list)
 
     def append(self, spikes: Tensor) -> None:
         """Keep a bool minibatch ``[T, B, ...]``."""
-        if spikes.numel() <= self.budget[0] // 2:  # leave room for the packed layers after it
-            self.budget[0] -= spikes.numel()
+        if self.budget.take(spikes.numel(), share=2):  # leave room for the packed layers after it
             self.entries.append((spikes, tuple(spikes.shape)))
             return
         packed = pack(spikes)
-        nbytes = packed.numel()
-        if nbytes <= self.budget[0]:
-            self.budget[0] -= nbytes
+        if self.budget.take(packed.numel()):
             self.entries.append((packed, tuple(spikes.shape)))
         else:
             fd, path = tempfile.mkstemp(suffix=".pt", dir=self.spill_dir())
@@ -89,7 +108,7 @@ class SpikeStore:
             if isinstance(packed, str):
                 os.remove(packed)
             else:
-                self.budget[0] += packed.numel()
+                self.budget.give(packed.numel())
         self.entries.clear()
 
 

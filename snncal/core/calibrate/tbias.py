@@ -20,10 +20,9 @@ import torch
 from torch import Tensor
 
 from snncal.core import distributed as dist
-from snncal.core.calibrate.block import effective_v0
 
 if TYPE_CHECKING:
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
 
 __all__ = ["ITERATIONS", "running_error", "time_bias_correction"]
@@ -43,10 +42,10 @@ def running_error(layer: Layer) -> tuple[Tensor, Tensor]:
     and per channel the fraction of inputs in the linear range ``0 < mean drive < Vth`` ``[C]``."""
     T, neuron = layer.T, layer.neuron
     steps = torch.arange(1, T + 1, device=layer.target.device).view(-1, *([1] * layer.target.dim()))
-    v0 = effective_v0(layer)
+    v0 = neuron.effective_v0(T)
     error = linear = 0
     count = 0
-    for index, current, out in layer.simulation():
+    for index, current, out in layer.responses():
         running = out.cumsum(0) / steps
         error = error + _channel_sum(running - layer.target[index], 1)
         drive = current.mean(0) + v0 / T

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from snncal.core.calibrate.sweep import Layer
+    from snncal.core.calibrate.layer import Layer
     from snncal.core.config import ConvertConfig
 
 
@@ -131,8 +131,8 @@ def snn_max(layer: Layer, cfg: ConvertConfig, scale: float = 1.0) -> None:
         set_threshold(layer, top, top)
         return
     observer = obs.MaxObserver(cfg.per_channel)
-    for values, temporal in layer.spike_inputs():
-        observer(layer.current(values, temporal))
+    for values, temporal in layer.input_trains():
+        observer(layer.current_from(values, temporal))
     top = observer.all_reduce().max_val * scale
     set_threshold(layer, top, top)
 

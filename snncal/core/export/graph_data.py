@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import keyword
 import math
-import operator
 import re
 import warnings
 from collections.abc import Callable
@@ -31,10 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from snncal.core.files import FileFormatError
+from snncal.core.graph import ops
 from snncal.core.neuron import IFNeuron
 
 __all__ = [
@@ -43,48 +42,15 @@ __all__ = [
     "MODULES",
     "ModuleSpec",
     "build_graph",
-    "decode",
-    "encode",
     "graph_data",
+    "value_from_json",
+    "value_to_json",
 ]
 
-FUNCTIONS: dict[str, Callable] = {
-    "operator.add": operator.add,
-    "operator.sub": operator.sub,
-    "operator.mul": operator.mul,
-    "operator.truediv": operator.truediv,
-    "operator.floordiv": operator.floordiv,
-    "operator.neg": operator.neg,
-    "operator.getitem": operator.getitem,
-    "getattr": getattr,
-    "torch.add": torch.add,
-    "torch.sub": torch.sub,
-    "torch.mul": torch.mul,
-    "torch.div": torch.div,
-    "torch.mean": torch.mean,
-    "torch.cat": torch.cat,
-    "torch.flatten": torch.flatten,
-    "torch.reshape": torch.reshape,
-    "torch.chunk": torch.chunk,
-    "torch.split": torch.split,
-    "torch.squeeze": torch.squeeze,
-    "torch.unsqueeze": torch.unsqueeze,
-    "torch.transpose": torch.transpose,
-    "torch.permute": torch.permute,
-    "torch.nn.functional.pad": F.pad,
-    "torch.nn.functional.avg_pool1d": F.avg_pool1d,
-    "torch.nn.functional.avg_pool2d": F.avg_pool2d,
-    "torch.nn.functional.adaptive_avg_pool2d": F.adaptive_avg_pool2d,
-    "torch.nn.functional.linear": F.linear,
-    "torch.nn.functional.conv1d": F.conv1d,
-    "torch.nn.functional.conv2d": F.conv2d,
-}
-"""The functions a converted graph may call (the converter's linear ops), by stable name."""
+FUNCTIONS: dict[str, Callable] = {op.name: op.target for op in ops.FUNCTIONS.values()}
+"""The functions a converted graph may call, by stable name (the op table's)."""
 
-METHODS = frozenset({
-    "view", "reshape", "flatten", "size", "contiguous", "mean", "add", "add_", "sub", "chunk",
-    "split", "squeeze", "unsqueeze", "dim", "float", "permute", "transpose", "mul", "div",
-})
+METHODS = frozenset(ops.METHODS)
 """The tensor methods a converted graph may call."""
 
 _FUNCTION_NAMES = {fn: name for name, fn in FUNCTIONS.items()}
@@ -96,7 +62,7 @@ _BUILD_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError, Ru
 
 
 # ----------------------------------------------------------------------------- constants
-def encode(value: Any, where: str) -> Any:
+def value_to_json(value: Any, where: str) -> Any:
     """The JSON form of an argument or configuration value (see the module docstring)."""
     if isinstance(value, fx.Node):
         return {"node": value.name}
@@ -105,13 +71,13 @@ def encode(value: Any, where: str) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else {"float": repr(value)}
     if isinstance(value, tuple):
-        return {"tuple": [encode(v, where) for v in value]}
+        return {"tuple": [value_to_json(v, where) for v in value]}
     if isinstance(value, list):
-        return [encode(v, where) for v in value]
+        return [value_to_json(v, where) for v in value]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {"dict": [[k, encode(v, where)] for k, v in value.items()]}
+        return {"dict": [[k, value_to_json(v, where)] for k, v in value.items()]}
     if isinstance(value, slice):
-        return {"slice": [encode(v, where) for v in (value.start, value.stop, value.step)]}
+        return {"slice": [value_to_json(v, where) for v in (value.start, value.stop, value.step)]}
     if value is Ellipsis:
         return {"ellipsis": None}
     if isinstance(value, torch.dtype):
@@ -119,12 +85,12 @@ def encode(value: Any, where: str) -> Any:
     raise ValueError(f"{where}: cannot save the constant {value!r} ({type(value).__name__}) as data")
 
 
-def decode(data: Any, nodes: dict[str, fx.Node], where: str) -> Any:
-    """The value :func:`encode` wrote; ``nodes`` maps names to the nodes defined so far."""
+def value_from_json(data: Any, nodes: dict[str, fx.Node], where: str) -> Any:
+    """The value :func:`value_to_json` wrote; ``nodes`` maps names to the nodes defined so far."""
     if data is None or isinstance(data, (bool, int, float, str)):
         return data
     if isinstance(data, list):
-        return [decode(v, nodes, where) for v in data]
+        return [value_from_json(v, nodes, where) for v in data]
     if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in _TAGS:
         raise FileFormatError(f"{where}: unknown constant {_short(data)}")
     tag, body = next(iter(data.items()))
@@ -140,7 +106,7 @@ def _node_ref(body: Any, nodes: dict[str, fx.Node], where: str) -> fx.Node:
 def _sequence(body: Any, nodes: dict[str, fx.Node], where: str, length: int | None = None) -> list:
     if not isinstance(body, list) or (length is not None and len(body) != length):
         raise FileFormatError(f"{where}: malformed constant {_short(body)}")
-    return [decode(v, nodes, where) for v in body]
+    return [value_from_json(v, nodes, where) for v in body]
 
 
 def _float(body: Any, nodes: dict[str, fx.Node], where: str) -> float:
@@ -165,7 +131,7 @@ def _dict(body: Any, nodes: dict[str, fx.Node], where: str) -> dict:
         isinstance(kv, list) and len(kv) == 2 and isinstance(kv[0], str) for kv in body
     ):
         raise FileFormatError(f"{where}: malformed dict constant {_short(body)}")
-    return {k: decode(v, nodes, where) for k, v in body}
+    return {k: value_from_json(v, nodes, where) for k, v in body}
 
 
 _DECODERS = {
@@ -230,39 +196,11 @@ def _build_neuron(config: dict[str, Any]) -> IFNeuron:
     return neuron
 
 
-_CONV = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-         "bias", "padding_mode")
-_BN = ("num_features", "eps", "momentum", "affine", "track_running_stats")
-_POOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
-
 MODULES: dict[str, ModuleSpec] = {
     "IFNeuron": ModuleSpec(IFNeuron, _export_neuron, _build_neuron),
-    "Conv1d": _fields(nn.Conv1d, *_CONV),
-    "Conv2d": _fields(nn.Conv2d, *_CONV),
-    "Conv3d": _fields(nn.Conv3d, *_CONV),
-    "Linear": _fields(nn.Linear, "in_features", "out_features", "bias"),
-    "BatchNorm1d": _fields(nn.BatchNorm1d, *_BN),
-    "BatchNorm2d": _fields(nn.BatchNorm2d, *_BN),
-    "BatchNorm3d": _fields(nn.BatchNorm3d, *_BN),
-    "AvgPool1d": _fields(nn.AvgPool1d, *_POOL),
-    "AvgPool2d": _fields(nn.AvgPool2d, *_POOL, "divisor_override"),
-    "AvgPool3d": _fields(nn.AvgPool3d, *_POOL, "divisor_override"),
-    "AdaptiveAvgPool1d": _fields(nn.AdaptiveAvgPool1d, "output_size"),
-    "AdaptiveAvgPool2d": _fields(nn.AdaptiveAvgPool2d, "output_size"),
-    "AdaptiveAvgPool3d": _fields(nn.AdaptiveAvgPool3d, "output_size"),
-    "Flatten": _fields(nn.Flatten, "start_dim", "end_dim"),
-    "Unflatten": _fields(nn.Unflatten, "dim", "unflattened_size"),
-    "Identity": _fields(nn.Identity),
-    "ZeroPad1d": _fields(nn.ZeroPad1d, "padding"),
-    "ZeroPad2d": _fields(nn.ZeroPad2d, "padding"),
-    "ZeroPad3d": _fields(nn.ZeroPad3d, "padding"),
-    "ConstantPad1d": _fields(nn.ConstantPad1d, "padding", "value"),
-    "ConstantPad2d": _fields(nn.ConstantPad2d, "padding", "value"),
-    "ConstantPad3d": _fields(nn.ConstantPad3d, "padding", "value"),
+    **{op.name: _fields(op.target, *op.fields) for op in ops.MODULES.values()},
 }
-"""Every module type a converted graph may call, by class name. BatchNorm stays only where no
-conv precedes it (pre-activation nets); the zoo's input ``Normalize`` is traced into ``get_attr``
-buffers and ``sub`` / ``truediv`` nodes, so it needs no entry."""
+"""Every module type a converted graph may call, by class name: the IF neuron and the op table's."""
 
 _TYPE_NAMES = {spec.cls: name for name, spec in MODULES.items()}
 
@@ -273,7 +211,7 @@ def _module_data(module: nn.Module, path: str) -> dict[str, Any]:
         raise ValueError(f"module '{path}' is a {type(module).__name__}, which an SNN file cannot hold "
                          f"(known types: {', '.join(MODULES)})")
     config = MODULES[name].export(module)
-    return {"type": name, "config": {k: encode(v, f"module '{path}'") for k, v in config.items()}}
+    return {"type": name, "config": {k: value_to_json(v, f"module '{path}'") for k, v in config.items()}}
 
 
 def _build_module(data: Any, path: str, tensors: dict[str, Tensor]) -> nn.Module:
@@ -284,7 +222,7 @@ def _build_module(data: Any, path: str, tensors: dict[str, Tensor]) -> nn.Module
     kind = data.get("type")
     if not isinstance(kind, str) or kind not in MODULES:
         raise FileFormatError(f"{where} has unknown type {_short(kind)} (known: {', '.join(MODULES)})")
-    config = {k: decode(v, {}, where) for k, v in data["config"].items()}
+    config = {k: value_from_json(v, {}, where) for k, v in data["config"].items()}
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # initialising meta tensors does nothing; its warnings are noise
@@ -329,7 +267,7 @@ def graph_data(gm: fx.GraphModule) -> tuple[dict[str, Any], dict[str, Tensor]]:
         elif node.op == "get_attr" and node.target not in attributes:
             value = _attribute(gm, node.target)
             attributes[node.target] = {"parameter": isinstance(value, nn.Parameter),
-                                       "shape": list(value.shape), "dtype": encode(value.dtype, "")}
+                                       "shape": list(value.shape), "dtype": value_to_json(value.dtype, "")}
             tensors[node.target] = value.detach()
     return {"nodes": nodes, "modules": modules, "attributes": attributes}, tensors
 
@@ -352,8 +290,8 @@ def _node_data(node: fx.Node) -> dict[str, Any]:
     elif node.op == "call_method" and target not in METHODS:
         raise ValueError(f"{where} calls the method .{target}(), which an SNN file cannot hold")
     return {
-        "name": node.name, "op": node.op, "target": target, "args": encode(list(node.args), where),
-        "kwargs": {k: encode(v, where) for k, v in node.kwargs.items()},
+        "name": node.name, "op": node.op, "target": target, "args": value_to_json(list(node.args), where),
+        "kwargs": {k: value_to_json(v, where) for k, v in node.kwargs.items()},
     }
 
 
@@ -411,7 +349,7 @@ def _install_attributes(
         value = tensors.get(path)
         if value is None:
             raise FileFormatError(f"attribute '{path}' has no tensor in the file")
-        dtype = decode(info.get("dtype"), {}, f"attribute '{path}'")
+        dtype = value_from_json(info.get("dtype"), {}, f"attribute '{path}'")
         if list(value.shape) != info["shape"] or value.dtype != dtype:
             raise FileFormatError(f"attribute '{path}': tensor of shape {list(value.shape)} ({value.dtype}), "
                                   f"but the graph needs {_short(info['shape'])} ({dtype})")
@@ -494,8 +432,8 @@ def _build_node(
     target = _target(op, item.get("target"), where, modules, attributes)
     if (op == "call_method" and not args) or (op == "output" and len(args) != 1):
         raise FileFormatError(f"{where}: {op} with {len(args)} arguments")
-    args = tuple(decode(a, defined, where) for a in args)
-    kwargs = {k: decode(v, defined, where) for k, v in kwargs.items()}
+    args = tuple(value_from_json(a, defined, where) for a in args)
+    kwargs = {k: value_from_json(v, defined, where) for k, v in kwargs.items()}
     if target is getattr and not (len(args) == 2 and isinstance(args[1], str) and args[1][:1].isalpha()):
         raise FileFormatError(f"{where}: getattr of {_short(args[1:])}; only public attributes")
     return graph.create_node(op, target, args, kwargs, name=name)

@@ -10,14 +10,12 @@ import torch
 from torch import fx, nn
 
 from snncal.core.graph import passes
+from snncal.core.graph.checks import check_finite, check_input_broadcast, check_supported
 from snncal.core.graph.passes import (
     ADVICE,
     SYNAPSES,
     avgpool_to_dwconv,
     canonicalize_activations,
-    check_finite,
-    check_input_broadcast,
-    check_supported,
     fold_bn,
     is_activation,
     maxpool_to_avgpool,
@@ -81,7 +79,7 @@ def prepare(
     if convert_avgpool:
         gm = _run(passes.avgpool_to_dwconv, gm, example)
     propagate(gm, example)
-    _run(passes.check_supported, gm)
+    _run(check_supported, gm)
     return gm
 
 

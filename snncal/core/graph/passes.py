@@ -7,9 +7,7 @@ gone, and every activation a ``call_module`` of its own ``nn.ReLU`` or ``nn.Hard
 
 from __future__ import annotations
 
-import itertools
 import logging
-import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,16 +17,14 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from snncal.core.graph.trace import ConversionError, describe, first_line, propagate
+from snncal.core.graph.ops import node_arg
+from snncal.core.graph.trace import ConversionError, describe, first_line, known_value, propagate
 
 __all__ = [
     "SYNAPSES",
     "avgpool_to_dwconv",
     "blame",
     "canonicalize_activations",
-    "check_finite",
-    "check_input_broadcast",
-    "check_supported",
     "fold_bn",
     "is_activation",
     "maxpool_to_avgpool",
@@ -60,19 +56,6 @@ def _call_count(gm: fx.GraphModule) -> dict[str, int]:
         if n.op == "call_module":
             counts[n.target] = counts.get(n.target, 0) + 1
     return counts
-
-
-def _arg(node: fx.Node, index: int, name: str, default=None):
-    """Argument ``name`` of a call node, given positionally at ``index`` or by keyword."""
-    if len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, default)
-
-
-def _known(value: Any) -> Any:
-    """``value`` with each Node replaced by the plain value (a size, a shape) it computed when the
-    graph last ran on the example (:func:`propagate`); Nodes without one (tensors) stay."""
-    return fx.node.map_arg(value, lambda n: n.meta.get("value", n))
 
 
 # What a user can do when a pass fails on one of their nodes, by pass.
@@ -154,7 +137,7 @@ def remove_dropout(gm: fx.GraphModule) -> fx.GraphModule:
             is_module = isinstance(_module(gm, node), nn.modules.dropout._DropoutNd)
             is_func = node.op == "call_function" and node.target in (F.dropout, F.dropout2d)
             if is_module or is_func:
-                node.replace_all_uses_with(_arg(node, 0, "input"))
+                node.replace_all_uses_with(node_arg(node, 0, "input"))
                 gm.graph.erase_node(node)
     return _finish(gm)
 
@@ -178,12 +161,12 @@ def _max_to_avg(gm: fx.GraphModule, node: fx.Node) -> None:
     if isinstance(mod, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
         indices, dilation = mod.return_indices, getattr(mod, "dilation", 1)
     elif is_func and node.target is F.max_pool2d:
-        indices, dilation = _arg(node, 6, "return_indices", False), _arg(node, 4, "dilation", 1)
+        indices, dilation = node_arg(node, 6, "return_indices", False), node_arg(node, 4, "dilation", 1)
     elif is_func and node.target is F.adaptive_max_pool2d:
-        indices, dilation = _arg(node, 2, "return_indices", False), 1
+        indices, dilation = node_arg(node, 2, "return_indices", False), 1
     else:
         return
-    indices, dilation = _known(indices), _known(dilation)
+    indices, dilation = known_value(indices), known_value(dilation)
     if indices or nn.modules.utils._pair(dilation) != (1, 1):
         what = "returns indices" if indices else f"is dilated ({dilation})"
         raise ConversionError(
@@ -196,13 +179,13 @@ def _max_to_avg(gm: fx.GraphModule, node: fx.Node) -> None:
     elif isinstance(mod, nn.AdaptiveMaxPool2d):
         set_module(gm, node.target, nn.AdaptiveAvgPool2d(mod.output_size))
     elif node.target is F.max_pool2d:
-        k, s = _arg(node, 1, "kernel_size"), _arg(node, 2, "stride")
-        p, ceil = _arg(node, 3, "padding", 0), _arg(node, 5, "ceil_mode", False)
-        node.target, node.args = F.avg_pool2d, (_arg(node, 0, "input"), k, s or None, p)
+        k, s = node_arg(node, 1, "kernel_size"), node_arg(node, 2, "stride")
+        p, ceil = node_arg(node, 3, "padding", 0), node_arg(node, 5, "ceil_mode", False)
+        node.target, node.args = F.avg_pool2d, (node_arg(node, 0, "input"), k, s or None, p)
         node.kwargs = {"ceil_mode": ceil}
     else:
         node.target = F.adaptive_avg_pool2d
-        node.args, node.kwargs = (_arg(node, 0, "input"), _arg(node, 1, "output_size")), {}
+        node.args, node.kwargs = (node_arg(node, 0, "input"), node_arg(node, 1, "output_size")), {}
 
 
 _RELU_FUNCS = {F.relu, torch.relu, torch.relu_, F.relu_}
@@ -217,15 +200,16 @@ def _activation_of(gm: fx.GraphModule, node: fx.Node) -> tuple[float | None, boo
     if isinstance(mod, nn.Hardtanh) and mod.min_val == 0.0:
         return mod.max_val, mod.inplace
     if node.op == "call_function" and node.target in _RELU_FUNCS:
-        return None, node.target in (torch.relu_, F.relu_) or bool(_arg(node, 1, "inplace"))
+        return None, node.target in (torch.relu_, F.relu_) or bool(node_arg(node, 1, "inplace"))
     if node.op == "call_method" and node.target in _RELU_METHODS:
         return None, node.target == "relu_"
     if node.op == "call_function" and node.target is F.relu6:
-        return 6.0, bool(_arg(node, 1, "inplace"))
+        return 6.0, bool(node_arg(node, 1, "inplace"))
     if node.op == "call_function" and node.target is F.hardtanh:
-        low, high = _known(_arg(node, 1, "min_val", -1.0)), _known(_arg(node, 2, "max_val", 1.0))
+        low = known_value(node_arg(node, 1, "min_val", -1.0))
+        high = known_value(node_arg(node, 2, "max_val", 1.0))
         if low == 0 and isinstance(high, (int, float)):
-            return float(high), bool(_arg(node, 3, "inplace"))
+            return float(high), bool(node_arg(node, 3, "inplace"))
     return None
 
 
@@ -251,7 +235,7 @@ def _own_activation(
     gm: fx.GraphModule, node: fx.Node, cap: float | None, inplace: bool, calls: int,
     order: dict[fx.Node, int],
 ) -> None:
-    src = _arg(node, 0, "input")
+    src = node_arg(node, 0, "input")
     if inplace and isinstance(src, fx.Node):
         for user in list(src.users):
             if user is not node and order[user] > order[node]:
@@ -273,20 +257,20 @@ def _pool_geometry(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple, tuple, tup
         window = (mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.count_include_pad,
                   mod.divisor_override)
     elif is_func and node.target is F.avg_pool2d:
-        window = tuple(_arg(node, i, name, default) for i, (name, default) in enumerate(
+        window = tuple(node_arg(node, i, name, default) for i, (name, default) in enumerate(
             [("kernel_size", None), ("stride", None), ("padding", 0), ("ceil_mode", False),
              ("count_include_pad", True), ("divisor_override", None)], start=1))
     elif isinstance(mod, nn.AdaptiveAvgPool2d):
         window = (mod.output_size,)
     elif is_func and node.target is F.adaptive_avg_pool2d:
-        window = (_arg(node, 1, "output_size"),)
+        window = (node_arg(node, 1, "output_size"),)
     else:
         return None
-    src = _arg(node, 0, "input")
+    src = node_arg(node, 0, "input")
     in_shape = getattr(src.meta.get("tensor_meta"), "shape", ()) if isinstance(src, fx.Node) else ()
     if len(in_shape) != 4:
         return None
-    window = _known(window)
+    window = known_value(window)
     if len(window) == 1:
         return _adaptive_geometry(window[0], tuple(in_shape[2:]))
     return _fixed_geometry(*window)
@@ -333,7 +317,7 @@ def _pool_to_conv(gm: fx.GraphModule, node: fx.Node, device: torch.device) -> No
     geometry = _pool_geometry(gm, node)
     if geometry is None:
         return
-    src = _arg(node, 0, "input")
+    src = node_arg(node, 0, "input")
     if not is_activation(gm, src):
         log.debug("%s: pooling input is not an activation; kept as a linear op", node.name)
         return
@@ -354,149 +338,3 @@ def _pool_to_conv(gm: fx.GraphModule, node: fx.Node, device: torch.device) -> No
     conv_node.meta, act_node.meta = dict(node.meta), dict(node.meta)
     node.replace_all_uses_with(act_node)
     gm.graph.erase_node(node)
-
-
-# ----------------------------------------------------------------------------- validation
-_LINEAR_MODULES = (
-    *_CONV, *_BN, nn.Linear, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Flatten, nn.Unflatten, nn.Identity,
-    nn.ZeroPad2d, nn.ConstantPad2d,
-)
-_LINEAR_FUNCS = {
-    operator.add, operator.sub, operator.neg, operator.getitem, torch.add, torch.sub, torch.cat,
-    torch.flatten, torch.reshape, torch.chunk, torch.split, torch.squeeze, torch.unsqueeze,
-    torch.transpose, torch.permute, F.pad, F.avg_pool2d, F.avg_pool1d, F.adaptive_avg_pool2d,
-    F.linear, F.conv2d, F.conv1d, torch.mean, getattr,
-}
-_SCALAR_FUNCS = {operator.mul, operator.truediv, torch.mul, torch.div}  # linear by a constant
-_DIVIDES = {operator.truediv, torch.div, "div"}
-_LINEAR_METHODS = {
-    "view", "reshape", "flatten", "size", "contiguous", "mean", "add", "add_", "sub", "chunk",
-    "split", "squeeze", "unsqueeze", "dim", "float", "permute", "transpose", "mul", "div",
-}
-_HINTS = {
-    nn.MaxPool2d: "pass maxpool_to_avgpool=True (and fine-tune), or build the model with AvgPool2d",
-    F.max_pool2d: "pass maxpool_to_avgpool=True (and fine-tune), or build the model with avg_pool2d",
-}
-_BATCH_STATS_HINT = (
-    "it normalises with each batch's statistics (track_running_stats=False); train it with "
-    "running statistics, or fold them into the previous layer"
-)
-_CAT0_HINT = (
-    "dim 0 holds the batch (and, in the spiking network, time); concatenate along channels "
-    "(dim 1) instead"
-)
-_DEFAULT_HINT = (
-    "only linear ops and ReLU-family activations (ReLU, ReLU6) convert into integrate-and-fire "
-    "neurons; replace it (e.g. SiLU/GELU -> ReLU) and fine-tune the ANN"
-)
-
-
-def _is_shape_math(node: fx.Node) -> bool:
-    """Python values in and out (``x.size(1) * x.size(2)``, ``c // 2``): arithmetic on sizes, not
-    on the data, so any op is fine. Needs a graph that ran on an example (:func:`propagate`)."""
-    return "value" in node.meta and all("value" in a.meta for a in node.all_input_nodes)
-
-
-def _refusal(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node]) -> str | None:
-    """Why ``node`` cannot become part of a spiking network, or ``None`` if it can."""
-    mod = _module(gm, node)
-    if _is_shape_math(node):
-        return None
-    if isinstance(mod, _BN) and (mod.running_mean is None or mod.running_var is None):
-        return _BATCH_STATS_HINT
-    ok = (
-        is_activation(gm, node)
-        or (node.op == "call_module" and isinstance(mod, _LINEAR_MODULES))
-        or (node.op == "call_function" and node.target in _LINEAR_FUNCS)
-        or (node.op == "call_method" and node.target in _LINEAR_METHODS)
-    )
-    if (node.op == "call_function" and node.target in _SCALAR_FUNCS) or (
-        node.op == "call_method" and node.target in ("mul", "div")
-    ):
-        args = [a in dynamic for a in node.args[:2]]
-        rounds = node.kwargs.get("rounding_mode") is not None
-        divides_by_input = node.target in _DIVIDES and (args[1:] == [True] or rounds)
-        ok = sum(args) <= 1 and not divides_by_input  # x / y, 1 / x, rounded division: not linear
-    if node.target is torch.cat and _cat_dim(node) == 0:
-        return _CAT0_HINT
-    if ok:
-        return None
-    key = type(mod) if mod is not None else node.target
-    return _HINTS.get(key, _DEFAULT_HINT)
-
-
-def _cat_dim(node: fx.Node) -> object:
-    dim = _known(_arg(node, 1, "dim", 0))
-    shape = getattr(node.meta.get("tensor_meta"), "shape", None)
-    return dim + len(shape) if isinstance(dim, int) and dim < 0 and shape is not None else dim
-
-
-def check_supported(gm: fx.GraphModule) -> None:
-    """Raise one clear :class:`ConversionError` for the first op that is not linear or a ReLU.
-
-    Sizes and arithmetic on them (``x.view(x.size(0), -1)``) are fine; a graph that ran on an
-    example (:func:`propagate`) tells them from tensors.
-    """
-    dynamic: set[fx.Node] = set()  # tensors that depend on the input (not constants, not sizes)
-    for node in gm.graph.nodes:
-        depends = node.op == "placeholder" or any(a in dynamic for a in node.all_input_nodes)
-        if depends and "value" not in node.meta:
-            dynamic.add(node)
-        if node.op in ("placeholder", "output", "get_attr"):
-            continue
-        with blame(gm, node, "check_supported"):
-            hint = _refusal(gm, node, dynamic)
-        if hint is not None:
-            raise ConversionError(f"cannot convert {describe(gm, node)}: {hint}")
-
-
-def check_finite(model: nn.Module) -> None:
-    """Refuse a model with NaN or infinite parameters or buffers (a diverged or broken checkpoint),
-    which would otherwise convert into a network that silently outputs garbage."""
-    bad = []
-    named = itertools.chain(
-        (("parameter", *p) for p in model.named_parameters()),
-        (("buffer", *b) for b in model.named_buffers()),
-    )
-    for kind, name, tensor in named:
-        if tensor.is_floating_point() or tensor.is_complex():
-            count = int((~torch.isfinite(tensor)).sum())
-            if count:
-                bad.append(f"{kind} '{name}' has {count} of {tensor.numel()} values NaN or infinite")
-    if bad:
-        more = f" (and {len(bad) - 5} more tensors)" if len(bad) > 5 else ""
-        raise ConversionError(
-            f"{type(model).__name__} has weights that are not finite: {'; '.join(bad[:5])}{more}. "
-            "The checkpoint is broken (a diverged training run or a bad load): convert a "
-            "checkpoint whose weights are all finite."
-        )
-
-
-_ELEMENTWISE = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub,
-                torch.mul, torch.div, "add", "sub", "mul", "div"}
-
-
-def check_input_broadcast(gm: fx.GraphModule) -> None:
-    """Refuse an input that a constant broadcasts up before the first layer reads it.
-
-    A model trained on 3-channel images whose first op is ``(x - mean) / std`` with a ``[3, 1, 1]``
-    mean quietly turns a 1-channel image into 3 identical channels and runs; so does any other
-    size-1 dimension. Needs a graph that ran on an example (:func:`propagate`).
-    """
-    reached = {n for n in gm.graph.nodes if n.op == "placeholder"}  # the input, before any module
-    for node in gm.graph.nodes:
-        inputs = [a for a in node.all_input_nodes if a in reached]
-        if not inputs or node.op not in ("call_function", "call_method"):
-            continue
-        reached.add(node)
-        src = getattr(inputs[0].meta.get("tensor_meta"), "shape", None)
-        out = getattr(node.meta.get("tensor_meta"), "shape", None)
-        if node.target in _ELEMENTWISE and src is not None and out is not None and len(src) == len(out):
-            grown = [d for d in range(1, len(out)) if src[d] == 1 and out[d] > 1]
-            if grown:
-                raise ConversionError(
-                    f"the input of shape {tuple(src)} is broadcast to {tuple(out)} at {describe(gm, node)}: "
-                    f"the model expects size {out[grown[0]]} in dimension {grown[0]}. Pass inputs of the "
-                    "shape it was trained on (e.g. 3-channel images for a model trained on CIFAR)"
-                )

@@ -16,6 +16,7 @@ __all__ = [
     "ConversionError",
     "describe",
     "first_line",
+    "known_value",
     "node_location",
     "op_name",
     "propagate",
@@ -159,3 +160,9 @@ def propagate(gm: fx.GraphModule, example: torch.Tensor) -> None:
             "(calibration data and examples are batches [N, ...] of inputs like the training "
             "images, e.g. [N, 3, 32, 32] for a CIFAR model)."
         ) from failed.err
+
+
+def known_value(value: Any) -> Any:
+    """``value`` with each Node replaced by the plain value (a size, a shape) it computed when the
+    graph last ran on the example (:func:`propagate`); Nodes without one (tensors) stay."""
+    return fx.node.map_arg(value, lambda n: n.meta.get("value", n))
