@@ -8,6 +8,7 @@ from a results file of `snncal sweep` / `snncal reproduce`.
     python benchmarks/tables.py calibration docs/data/calibration.json
     python benchmarks/tables.py nir docs/data/nir_zoo.json                # docs/interop.md
     python benchmarks/tables.py peers docs/data/peers.json
+    python benchmarks/tables.py suite docs/data/suite.json                # docs/benchmarks.md
     python benchmarks/tables.py accuracy docs/data/accuracy_resnet20_he.json \
         --methods none light advanced --T 16 32                           # docs/history.md
     python benchmarks/tables.py ablation docs/data/lowlatency_ablation.jsonl \
@@ -161,8 +162,16 @@ def peers(data: dict) -> str:
                            "agreement (%)", "peer time / snncal time"], body)
 
 
+def suite(data: dict) -> str:
+    """`benchmarks/suite.py`: `make test` on a fresh clone of each commit, pytest's time and the whole."""
+    body = [[r["commit"], r["passed"], r["skipped"], f"{r['pytest_s']:.1f}", f"{r['make_test_s']:.1f}"]
+            for r in data["rows"]]
+    return markdown_table(["commit", "tests passed", "skipped", "pytest (s)",
+                           "make test, venv included (s)"], body)
+
+
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
-            "nir": nir, "peers": peers}
+            "nir": nir, "peers": peers, "suite": suite}
 
 
 def reproduce(args: argparse.Namespace) -> str:
