@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from snncal.core import distributed as dist
+from snncal.core.calibrate.sums import ExactSum, all_reduce_exact
 
 if TYPE_CHECKING:
     from snncal.core.calibrate.layer import Layer
@@ -30,31 +30,33 @@ __all__ = ["ITERATIONS", "running_error", "time_bias_correction"]
 ITERATIONS = 3  # Newton steps (simulations of the layer)
 
 
-def _channel_sum(x: Tensor, lead: int) -> Tensor:
-    """Sum over the batch and the positions of ``x`` ``[*lead dims, B, C, ...]`` -> ``[*lead, C]``."""
-    x = x.flatten(lead + 2) if x.dim() > lead + 2 else x.unsqueeze(-1)
-    return x.sum((lead, lead + 2))
+def _by_channel(x: Tensor, lead: int) -> Tensor:
+    """``x`` ``[*lead dims, B, C, ...]`` as ``[*lead, B, C, positions]``: sum it over
+    ``(lead, lead + 2)`` for ``[*lead, C]``."""
+    return x.flatten(lead + 2) if x.dim() > lead + 2 else x.unsqueeze(-1)
 
 
 @torch.no_grad()
 def running_error(layer: Layer) -> tuple[Tensor, Tensor]:
     """Per step and channel, the mean error of the running rate against the target ``[T, C]``,
-    and per channel the fraction of inputs in the linear range ``0 < mean drive < Vth`` ``[C]``."""
+    and per channel the fraction of inputs in the linear range ``0 < mean drive < Vth`` ``[C]``.
+
+    Exact sums over every process's share (:class:`~snncal.core.calibrate.sums.ExactSum`): the
+    same bits for any ``max_batch`` and any split over processes."""
     T, neuron = layer.T, layer.neuron
     steps = torch.arange(1, T + 1, device=layer.target.device).view(-1, *([1] * layer.target.dim()))
     v0 = neuron.effective_v0(T)
-    error = linear = 0
-    count = 0
+    terms = layer.num_images * layer.target[0, 0].numel()  # images x positions per channel
+    # |running rate - target| <= max(Vth, target): at most one spike of Vth per step
+    error = ExactSum(max(float(neuron.threshold.max()), layer.target_max), terms)
+    linear = ExactSum(1.0, terms)
     for index, current, out in layer.responses():
         running = out.cumsum(0) / steps
-        error = error + _channel_sum(running - layer.target[index], 1)
+        error.add(_by_channel(running - layer.target[index], 1), (1, 3))
         drive = current.mean(0) + v0 / T
-        linear = linear + _channel_sum((drive > 0) & (drive < neuron.threshold), 0).float()
-        count += out[0, :, 0].numel()
-    # summed over every process's share of the calibration set (torchrun), like LayerStats
-    error, linear = dist.all_reduce_sum(error), dist.all_reduce_sum(linear)
-    (count,) = dist.sum_scalars(count)
-    return error / count, linear / count
+        linear.add(_by_channel((drive > 0) & (drive < neuron.threshold), 0), (0, 2))
+    all_reduce_exact(error, linear)
+    return error.value(torch.float32) / terms, linear.value(torch.float32) / terms
 
 
 def time_bias_correction(layer: Layer, cfg: ConvertConfig) -> None:
