@@ -12,9 +12,9 @@ with ``2^k`` the largest power of two such that ``bound * terms * 2^k <= 2^62``,
 bounds ``|x|`` and ``terms`` is the number of terms summed into one element over every process's
 images. Both are the same however the images are split, so each term is rounded the same way and
 the sum is the same integer. Multiplying a float by ``2^k`` is exact, so rounding is the only
-error: at most ``2^-(k+1)`` per term, i.e. a mean is within ``bound * terms * 2^-63`` of the
-exact mean of the float terms (for 2^20 terms, ``bound * 2^-43``; a float32 sum's rounding is
-``~terms * 2^-24`` of it).
+error: at most ``2^-(k+1) < bound * terms * 2^-62`` per term, so a mean is that close to the
+exact mean of the float terms (for 2^20 terms, ``bound * 2^-42``; a float32 sum of as many terms
+rounds by up to ``~terms * 2^-24`` of the bound).
 """
 
 from __future__ import annotations
