@@ -19,6 +19,7 @@ from nets import Mixed, randomize_bn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import snncal
+from snncal.ann.models import create as create_model
 from snncal.core import distributed
 
 WORLD = 2
@@ -33,6 +34,14 @@ EQUAL = {  # deterministic methods: 2 ranks == 1 process on the concatenated sha
     "light+": dict(method="light+"),  # time-dependent bias: per-step sums over ranks
     "balanced": dict(method="balanced+bias"),  # locally balanced thresholds
 }
+# A network deep enough to amplify a flipped last bit: ResNet-20 at width 4 (20 neuron layers,
+# 9 residual adds). Unequal shares; chunks that end differently on each side: the ranks' last
+# minibatch and ANN chunk hold 1 or 2 images, the one-process runs' 47, 1 or none.
+DEEP = ("none", "light", "light+")
+DEEP_SHARES = (20, 28)
+DEEP_BASE = dict(T=8)  # num_images: 1024 by default, so each rank takes its whole share
+DEEP_RANKS = dict(max_batch=24, batch_size=19)  # 3 images a minibatch
+DEEP_SINGLE = (dict(max_batch=64, batch_size=19), dict(max_batch=376, batch_size=48))  # 8, 47
 SAME = {  # random minibatches: the ranks must agree with each other
     "advanced": dict(method="advanced", weight_iters=4, weight_batch=8),
     "hybrid": dict(method="hybrid", hybrid_epochs=1, weight_batch=8),  # 5 + 3 images a step
@@ -50,6 +59,16 @@ def _data():
     x = torch.rand(sum(SHARES), 3, 8, 8, generator=gen)
     y = torch.randint(10, (sum(SHARES),), generator=gen)
     return x, y
+
+
+def _deep_model():
+    torch.manual_seed(0)
+    return randomize_bn(create_model("resnet20_he", width=0.25))
+
+
+def _deep_data():
+    gen = torch.Generator().manual_seed(3)
+    return torch.rand(sum(DEEP_SHARES), 3, 8, 8, generator=gen), torch.rand(16, 3, 8, 8, generator=gen)
 
 
 def _test_set():
@@ -86,6 +105,13 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             snn = snncal.convert(_model(), x[share], train_data=train, **BASE, **kw)
             result[case] = {k: v.clone() for k, v in snn.state_dict().items()}
             result[case + "/report"] = snn.calibration
+        deep, probe = _deep_data()
+        start = sum(DEEP_SHARES[:rank])
+        for method in DEEP:
+            snn = snncal.convert(_deep_model(), deep[start : start + DEEP_SHARES[rank]], method=method,
+                                 **DEEP_BASE, **DEEP_RANKS)
+            result["deep/" + method] = {k: v.clone() for k, v in snn.state_dict().items()}
+            result["deep/" + method + "/out"] = snn.simulate(probe, T=8)
         snn = snncal.convert(_model(), x[share], **BASE, **EQUAL["none"])
         test = Recorded(*_test_set())
         result["accuracy"] = snncal.evaluate(snn, test, T=(4, 8), batch_size=4).snn
@@ -127,13 +153,12 @@ def test_two_ranks_equal_one_process_on_the_concatenated_shares(ranks, case):
     assert sum(k.endswith(".threshold") for k in expected) == 7  # 6 ReLUs, 1 pool
     for got in (r[case] for r in ranks):
         assert got.keys() == expected.keys()
-        for key, value in expected.items():
-            torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
+        different = [key for key, value in expected.items() if not torch.equal(got[key], value)]
+        assert not different, different  # exact sums: bit for bit (calibrate/sums.py)
     report = ranks[0][case + "/report"]
     assert report.num_images == one.calibration.num_images == sum(SHARES)
     for a, b in zip(report.layers, one.calibration.layers, strict=True):
-        assert a.name == b.name
-        assert math.isclose(a.mse_after, b.mse_after, rel_tol=1e-4, abs_tol=1e-9)
+        assert (a.name, a.mse_before, a.mse_after) == (b.name, b.mse_before, b.mse_after)
 
 
 def test_thresholds_of_none_are_exactly_one_process_s(ranks):
@@ -141,6 +166,34 @@ def test_thresholds_of_none_are_exactly_one_process_s(ranks):
     expected = _single("none").state_dict()
     for key in (k for k in expected if k.endswith(".threshold")):
         assert torch.equal(ranks[0]["none"][key], expected[key]), key
+
+
+@functools.cache
+def _deep_single(method: str, setting: int) -> snncal.SpikingNetwork:
+    return snncal.convert(_deep_model(), _deep_data()[0], method=method, **DEEP_BASE,
+                          **DEEP_SINGLE[setting])
+
+
+@pytest.mark.parametrize("method", DEEP)
+def test_a_deep_network_is_bitwise_the_same_for_any_split(ranks, method):
+    """Exact sums (calibrate/sums.py): 2 ranks with unequal shares and one process with two
+    max_batch values give the same network bit for bit, and the same outputs."""
+    one, other = _deep_single(method, 0), _deep_single(method, 1)
+    assert len(one.neurons()) == 20
+    expected = one.state_dict()
+    probe = _deep_data()[1]
+    out = one.simulate(probe, T=8)
+    for name, got in [("max_batch", other.state_dict())] + [(f"rank {r}", ranks[r]["deep/" + method])
+                                                             for r in range(WORLD)]:
+        assert got.keys() == expected.keys()
+        different = [k for k in expected if not torch.equal(got[k], expected[k])]
+        assert not different, f"{name}: {different}"
+    assert torch.equal(other.simulate(probe, T=8), out)
+    for r in range(WORLD):
+        assert torch.equal(ranks[r]["deep/" + method + "/out"], out)
+    if method != "none":  # calibration changed the network: the test compares something
+        before = _deep_single("none", 0).state_dict()
+        assert any(not torch.equal(before[k], v) for k, v in expected.items())
 
 
 @pytest.mark.parametrize("case", sorted(SAME))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from snncal.core import distributed as dist
+from snncal.core.calibrate.sums import ExactSum, all_reduce_exact
 from snncal.core.neuron import if_scan
 
 if TYPE_CHECKING:
@@ -37,14 +37,17 @@ def candidate_errors(layer: Layer, candidates: Tensor) -> Tensor:
     bias = neuron.shift_current(T, th)
     if neuron.step_bias is not None:
         bias = bias + neuron.bias_at(0, T).unsqueeze(1)  # [T, 1, 1, ...]: per step, all candidates
-    total = 0
+    # exact sums over every process's share: the same bits for any max_batch and split
+    bound = max(float(candidates.max()), layer.target_max) ** 2  # a rate is at most Vth
+    total = ExactSum(bound, layer.num_images * layer.target[0, 0].numel())
     for index, current in layer.input_currents():
         v = torch.zeros(len(th), *current.shape[1:], device=current.device) + neuron.v0
         out, _ = if_scan(current.unsqueeze(1), v, th, T, neuron.reset, bias)
         err = (out.mean(0) - layer.target[index]) ** 2  # [K, B, C, ...]
         err = err.flatten(3) if err.dim() > 3 else err.unsqueeze(-1)
-        total = total + err.sum((1, 3))
-    return dist.all_reduce_sum(total)  # over every process's share of the calibration set
+        total.add(err, (1, 3))
+    all_reduce_exact(total)
+    return total.value(torch.float32)
 
 
 @torch.no_grad()

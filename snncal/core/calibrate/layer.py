@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, fx, nn
 
+from snncal.core import distributed as dist
 from snncal.core.calibrate.reports import LayerStats
 from snncal.core.calibrate.segments import Segment, bias_synapse, synapses
 from snncal.core.neuron import IFNeuron, is_neuron
@@ -64,6 +65,20 @@ class Layer:
         self._stats: LayerStats | None = None
         self._currents: dict[int, tuple[Tensor, bool]] = {}  # minibatch -> (current, temporal)
         self._bias_shift: Tensor | None = None  # add_bias's change, not yet in the bias
+        self._target_max: float | None = None
+
+    @property
+    def num_images(self) -> int:
+        """The number of calibration images over every process's share."""
+        return self._sweep.num_images
+
+    @property
+    def target_max(self) -> float:
+        """The largest :attr:`target` over every process's share (a bound for exact sums)."""
+        if self._target_max is None:
+            top = self.target.max() if self.target.numel() else self.target.new_zeros(())
+            self._target_max = float(dist.all_reduce_max(top.float().clone()))
+        return self._target_max
 
     @property
     def T(self) -> int:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor
-
-from snncal.core import distributed as dist
 
 __all__ = ["CalibrationReport", "LayerReport", "LayerStats"]
 
@@ -16,7 +13,9 @@ __all__ = ["CalibrationReport", "LayerReport", "LayerStats"]
 @dataclass
 class LayerStats:
     """Sums over the calibration set: ``rate - target`` (element-wise), its square, and how many
-    inputs fall in the neuron's linear range ``0 < mean current < Vth`` (element-wise)."""
+    inputs fall in the neuron's linear range ``0 < mean current < Vth`` (element-wise). Exact sums
+    over every process's share (:class:`~snncal.core.calibrate.sums.ExactSum`), as the sweep
+    measures them."""
 
     error_sum: Tensor
     linear_sum: Tensor
@@ -48,20 +47,6 @@ class LayerStats:
     @property
     def mse(self) -> float:
         return self.sq_sum / (self.count * self.error_sum.numel())
-
-    def all_reduce(self) -> LayerStats:
-        """The sums over every process's share of the calibration set, in one all-reduce (in place;
-        a no-op in one process)."""
-        if not dist.is_parallel():
-            return self
-        n = self.error_sum.numel()
-        flat = torch.cat([self.error_sum.flatten().double(), self.linear_sum.flatten().double(),
-                          self.error_sum.new_tensor([self.sq_sum, self.count], dtype=torch.float64)])
-        flat = dist.all_reduce_sum(flat)
-        self.error_sum = flat[:n].view_as(self.error_sum).to(self.error_sum.dtype)
-        self.linear_sum = flat[n : 2 * n].view_as(self.linear_sum).to(self.linear_sum.dtype)
-        self.sq_sum, self.count = float(flat[-2]), int(flat[-1])
-        return self
 
 
 @dataclass

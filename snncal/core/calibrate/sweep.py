@@ -23,6 +23,7 @@ from snncal.core.calibrate.layer import Layer
 from snncal.core.calibrate.reports import LayerStats
 from snncal.core.calibrate.segments import Segment, segments
 from snncal.core.calibrate.store import MemoryBudget, SpikeStore, spill_folder
+from snncal.core.calibrate.sums import ExactSum, all_reduce_exact
 from snncal.core.engine import auto_max_batch, encode, run_nodes
 
 __all__ = ["CPU_SWEEP_BATCH", "Sweep"]
@@ -32,10 +33,22 @@ __all__ = ["CPU_SWEEP_BATCH", "Sweep"]
 # two cores, and 256 made ResNet-20's light pipeline 22 % faster on 2 threads, no slower on one.
 CPU_SWEEP_BATCH = 256
 
+# The fewest rows (images x steps) a segment runs on. A CPU's conv and linear kernels give each
+# image the same bits in any batch of at least this many (measured with oneDNN / MKL, 1 and 2
+# threads: a conv of 1 image, a GEMM of under 12 rows not a multiple of 4, round differently), so
+# the calibration values do not depend on where a minibatch or a process's share ends.
+MIN_ROWS = 16
+
 
 def _as_float(spikes: Tensor) -> Tensor:
     """Bool -> float32, through uint8 (several times faster than a direct bool cast on CPU)."""
     return spikes.view(torch.uint8).to(torch.float32)
+
+
+def _pad(x: Tensor, pad: int, steps: int) -> Tensor:
+    """``x`` ``[steps * n, ...]`` (time folded) with ``pad`` copies of its last image per step."""
+    x = x.unflatten(0, (steps, -1))
+    return torch.cat([x, x[:, -1:].expand(-1, pad, *x.shape[2:])], 1).flatten(0, 1)
 
 
 class Sweep:
@@ -72,6 +85,7 @@ class Sweep:
         spill_dir: str | Path | None = None,
     ) -> None:
         self.gm, self.images, self.T, self.encoding = gm, images, T, encoding
+        self.num_images = int(dist.sum_scalars(len(images))[0])  # over every process's share
         self.simulating, self.ann_batch = simulate, ann_batch or len(images)
         if max_batch is None:
             cuda = images.device.type == "cuda"
@@ -123,11 +137,22 @@ class Sweep:
     def run_segment(
         self, seg: Segment, values: dict[fx.Node, Tensor], temporal: frozenset = frozenset()
     ) -> tuple[Tensor, bool]:
-        """Input current of ``seg``'s neuron from its input ``values``; returns (current, temporal)."""
-        env, temporal = run_nodes(self.gm, seg.nodes, values, steps=self.T if temporal else 1,
-                                  T=self.T, temporal=temporal)
+        """Input current of ``seg``'s neuron from its input ``values``; returns (current, temporal).
+
+        Fewer than :data:`MIN_ROWS` rows are padded with copies of the last image, whose outputs
+        are dropped."""
+        steps = self.T if temporal else 1
+        n = min(len(v) // (steps if node in temporal else 1) for node, v in values.items())
+        pad = -(-MIN_ROWS // steps) - n
+        if pad > 0:
+            values = {node: _pad(v, pad, steps if node in temporal else 1) for node, v in values.items()}
+        env, temporal = run_nodes(self.gm, seg.nodes, values, steps=steps, T=self.T, temporal=temporal)
         self.node_runs += len(seg.nodes)
-        return env[seg.current], seg.current in temporal
+        current, is_temporal = env[seg.current], seg.current in temporal
+        if pad > 0:
+            rows = steps if is_temporal else 1
+            current = current.unflatten(0, (rows, -1))[:, :n].flatten(0, 1)
+        return current, is_temporal
 
     @torch.no_grad()
     def ann_input(self, seg: Segment) -> Tensor:
@@ -170,13 +195,15 @@ class Sweep:
     @torch.no_grad()
     def measure(self, layer: Layer, store: bool) -> LayerStats:
         """Run ``layer``'s segment and neuron for ``T`` steps over the calibration set; error
-        statistics against its target (summed over every process's share). With ``store`` (the
-        layer's last simulation), its spike trains are kept for its readers, and its kept input
-        currents are given up as they are read."""
+        statistics against its target (summed over every process's share, exactly: the same bits
+        for any ``max_batch`` and any split over processes). With ``store`` (the layer's last
+        simulation), its spike trains are kept for its readers, and its kept input currents are
+        given up as they are read."""
         seg, neuron, target = layer.segment, layer.neuron, layer.target
-        zeros = torch.zeros(target.shape[1:], device=target.device)
-        stats = LayerStats(zeros, zeros.clone(), 0.0, 0)
-        sq_sum = torch.zeros((), dtype=torch.float64, device=target.device)  # no host sync per minibatch
+        # |rate - target| <= max(Vth, target): a rate is at most one spike of Vth per step
+        bound = max(float(neuron.threshold.max()), layer.target_max)
+        error, linear = ExactSum(bound, self.num_images), ExactSum(1.0, self.num_images)
+        sq = ExactSum(bound**2, self.num_images * target[0].numel())
         if store:
             self.spikes[seg.neuron] = SpikeStore(self.budget, self._spill_dir)
         for b, index in enumerate(self.slices):
@@ -188,15 +215,14 @@ class Sweep:
             err = rate - target[index]
             # mean input current + v(0)/T, from the final potential: sum(x) = v(T) - v(0) + Vth * count
             drive = v / self.T + rate
-            linear = (drive > 0) & (drive < neuron.threshold)
-            stats.error_sum += err.sum(0)
-            stats.linear_sum += linear.sum(0)
-            sq_sum += (err**2).sum()
-            stats.count += err.shape[0]
+            error.add(err, 0)
+            linear.add((drive > 0) & (drive < neuron.threshold), 0)
+            sq.add(err**2)
             if store:
                 self.spikes[seg.neuron].append(spikes)
-        stats.sq_sum = float(sq_sum)
-        return stats.all_reduce()
+        all_reduce_exact(error, linear, sq)
+        return LayerStats(error.value(torch.float32), linear.value(torch.float32),
+                          float(sq.value()), self.num_images)
 
     def _done_with(self, seg: Segment) -> None:
         """Free the stored values nobody reads any more."""

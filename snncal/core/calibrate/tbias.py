@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from snncal.core import distributed as dist
+from snncal.core.calibrate.sums import ExactSum, all_reduce_exact
 
 if TYPE_CHECKING:
     from snncal.core.calibrate.layer import Layer
@@ -30,31 +31,46 @@ __all__ = ["ITERATIONS", "running_error", "time_bias_correction"]
 ITERATIONS = 3  # Newton steps (simulations of the layer)
 
 
-def _channel_sum(x: Tensor, lead: int) -> Tensor:
-    """Sum over the batch and the positions of ``x`` ``[*lead dims, B, C, ...]`` -> ``[*lead, C]``."""
-    x = x.flatten(lead + 2) if x.dim() > lead + 2 else x.unsqueeze(-1)
-    return x.sum((lead, lead + 2))
+def _by_channel(x: Tensor, lead: int) -> Tensor:
+    """``x`` ``[*lead dims, B, C, ...]`` as ``[*lead, B, C, positions]``: sum it over
+    ``(lead, lead + 2)`` for ``[*lead, C]``."""
+    return x.flatten(lead + 2) if x.dim() > lead + 2 else x.unsqueeze(-1)
+
+
+def _spikes_per_step(out: Tensor) -> Tensor:
+    """The spikes of ``out`` ``[T, B, C, ...]`` (spikes times ``Vth`` > 0) per step and channel,
+    summed over images and positions: int64 ``[T, C]``, exact (float32 adds up to 2^24 ones
+    exactly, in any order)."""
+    spikes = _by_channel((out > 0).view(torch.uint8).to(torch.float32), 1)
+    chunk = max(1, (1 << 24) // spikes.shape[-1])  # images whose spikes at one step are < 2^24
+    return sum(part.sum((1, 3)).to(torch.int64) for part in spikes.split(chunk, 1))
 
 
 @torch.no_grad()
 def running_error(layer: Layer) -> tuple[Tensor, Tensor]:
     """Per step and channel, the mean error of the running rate against the target ``[T, C]``,
-    and per channel the fraction of inputs in the linear range ``0 < mean drive < Vth`` ``[C]``."""
+    and per channel the fraction of inputs in the linear range ``0 < mean drive < Vth`` ``[C]``.
+
+    The running rate after ``t`` steps is ``Vth * (spikes in 1..t) / t``, so its sum is
+    ``Vth / t`` times a sum of spike counts, integers; those and the targets are summed exactly
+    over every process's share (:class:`~snncal.core.calibrate.sums.ExactSum`): the same bits for
+    any ``max_batch`` and any split over processes."""
     T, neuron = layer.T, layer.neuron
-    steps = torch.arange(1, T + 1, device=layer.target.device).view(-1, *([1] * layer.target.dim()))
     v0 = neuron.effective_v0(T)
-    error = linear = 0
-    count = 0
+    terms = layer.num_images * layer.target[0, 0].numel()  # images x positions per channel
+    spikes, target = 0, ExactSum(layer.target_max, terms)
+    linear = ExactSum(1.0, terms)
     for index, current, out in layer.responses():
-        running = out.cumsum(0) / steps
-        error = error + _channel_sum(running - layer.target[index], 1)
+        spikes = spikes + _spikes_per_step(out)
+        target.add(_by_channel(layer.target[index], 0), (0, 2))
         drive = current.mean(0) + v0 / T
-        linear = linear + _channel_sum((drive > 0) & (drive < neuron.threshold), 0).float()
-        count += out[0, :, 0].numel()
-    # summed over every process's share of the calibration set (torchrun), like LayerStats
-    error, linear = dist.all_reduce_sum(error), dist.all_reduce_sum(linear)
-    (count,) = dist.sum_scalars(count)
-    return error / count, linear / count
+        linear.add(_by_channel((drive > 0) & (drive < neuron.threshold), 0), (0, 2))
+    all_reduce_exact(target, linear)
+    spikes = dist.all_reduce_sum(spikes)
+    steps = torch.arange(1, T + 1, dtype=torch.float64, device=spikes.device).view(-1, 1)
+    rate_sum = spikes.cumsum(0).double() * neuron.threshold.double().flatten() / steps  # [T, C]
+    error = (rate_sum - target.value().to(rate_sum.device)) / terms
+    return error.float(), linear.value(torch.float32) / terms
 
 
 def time_bias_correction(layer: Layer, cfg: ConvertConfig) -> None:
