@@ -6,7 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from snncal.core.engine import AMP, ENCODINGS
+from snncal.core.device import AMP
+from snncal.core.encoding import ENCODINGS
 from snncal.core.neuron import RESETS
 from snncal.core.observers import RULES
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from snncal.core import distributed as dist
+from snncal.core.device import module_device
 from snncal.core.engine import SpikingNetwork, simulate
 
 __all__ = [
@@ -90,7 +91,7 @@ def evaluate(
     """
     spiking = isinstance(model, SpikingNetwork)
     reference = ann if spiking else model
-    device = torch.device(device) if device is not None else _device(model)
+    device = torch.device(device) if device is not None else module_device(model)
     loader = _loader(data, batch_size, num_workers, device)
     Ts = sorted(set(T)) if spiking else []
     if any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in Ts):
@@ -139,11 +140,6 @@ def evaluate(
     return result
 
 
-def _device(model: nn.Module) -> torch.device:
-    first = next(iter(model.buffers()), next(iter(model.parameters()), None))
-    return first.device if first is not None else torch.device("cpu")
-
-
 def _loader(data: Iterable | Dataset, batch_size: int, num_workers: int, device: torch.device) -> Iterable:
     """``data`` itself if it is a loader, else this rank's block of the Dataset in batches (in
     pinned memory when bound for a GPU, so that the copies overlap the simulation)."""
@@ -187,7 +183,7 @@ def firing_rates(
         One :class:`LayerRate` per neuron layer, in graph order.
     """
     T = snn.T if T is None else T
-    device = _device(snn)
+    device = module_device(snn)
     counts: dict[str, Tensor] = {}
     seen = 0
     for x in input_batches(data, max_images):

@@ -100,6 +100,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from snncal.core.device import module_device
+from snncal.core.encoding import spike_scale
 from snncal.core.engine import SpikingNetwork, simulate
 from snncal.core.evaluate import input_batches
 from snncal.core.files import to_plain
@@ -418,9 +420,8 @@ def connectivity(gm: fx.GraphModule, example: Tensor, encoding: str = "direct") 
 # ----------------------------------------------------------------------------- the counts
 def _expected_events(x: Tensor, T: int) -> Tensor:
     """Expected input spikes per element ``[C, ...]`` over ``T`` steps of Poisson encoding, summed
-    over the batch (see :func:`snncal.core.engine.poisson`)."""
-    scale = x.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-    return T * (x.abs().double() / scale).sum(0)
+    over the batch (see :func:`snncal.core.encoding.poisson`)."""
+    return T * (x.abs().double() / spike_scale(x)).sum(0)
 
 
 def _layer(name: str, count: Tensor | None, fanout: Tensor, images: int, T: int) -> LayerCost:
@@ -454,7 +455,7 @@ def stats(
         (what is counted, the formulas, the references) is the docstring of :mod:`snncal.core.stats`.
     """
     T, energy = T or snn.T, energy or EnergyModel()
-    device = next(iter(snn.buffers())).device
+    device = module_device(snn)
     counts: dict[str, Tensor] = {}
     conn, events, seen = None, 0.0, 0
     for x in input_batches(data, max_images):
