@@ -12,11 +12,11 @@ from torch import nn
 
 import snncal
 import snncal.ann.models as zoo
-from snncal.core import neuron as neuron_mod
 from snncal.core.calibrate import METHODS, STEPS, Method, Step
 from snncal.core.calibrate.balanced import GRID
 from snncal.core.engine import ChunkSpec, _Chunk, simulate
 from snncal.core.neuron import IFNeuron, clip_floor, if_scan
+from snncal.core.neuron import compiled as neuron_mod
 
 
 class Chain(nn.Module):
