@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["ENCODINGS", "encode_input", "poisson", "spike_scale", "switch"]
+__all__ = ["ENCODINGS", "encode_input", "expected_spikes", "poisson", "spike_scale", "switch"]
 
 ENCODINGS = ("direct", "poisson", "switch")
 
@@ -51,3 +51,9 @@ def encode_input(
     if encoding == "switch":
         return switch(x, t0, steps, T)
     raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+
+
+def expected_spikes(x: Tensor, T: int) -> Tensor:
+    """Expected input spikes per element ``[C, ...]`` over ``T`` steps of :func:`poisson`
+    encoding, summed over the batch ``x`` ``[N, C, ...]`` (float64)."""
+    return T * (x.abs().double() / spike_scale(x)).sum(0)

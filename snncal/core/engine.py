@@ -29,6 +29,7 @@ __all__ = [
     "ChunkSpec",
     "RunSpec",
     "SpikingNetwork",
+    "changes_over_time",
     "residual_adds",
     "run_as_ann",
     "run_nodes",
@@ -87,6 +88,22 @@ def residual_adds(gm: fx.GraphModule) -> frozenset[fx.Node]:
         ):
             adds.add(n)
     return frozenset(adds)
+
+
+def changes_over_time(gm: fx.GraphModule, encoding: str) -> frozenset[fx.Node]:
+    """The nodes of ``gm`` whose values differ from step to step, as the engine runs them: the input
+    unless it is a constant current (``"direct"``), every neuron, and whatever reads one of those.
+    The engine also reshapes a shape read (``x.size()``) of a constant value for the time-folded
+    batch; that is bookkeeping, not a value that changes, and is not counted here."""
+    temporal: set[fx.Node] = set()
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            changes = encoding != "direct"
+        else:
+            changes = is_neuron(gm, n) or any(a in temporal for a in n.all_input_nodes)
+        if changes:
+            temporal.add(n)
+    return frozenset(temporal)
 
 
 class _DeferredAdd(tuple):

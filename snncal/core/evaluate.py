@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from snncal.core import distributed as dist
 from snncal.core.device import module_device
+from snncal.core.encoding import expected_spikes
 from snncal.core.engine import SpikingNetwork, simulate
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "Evaluation",
     "LayerError",
     "LayerRate",
+    "SpikeCounts",
+    "count_spikes",
     "evaluate",
     "firing_rates",
     "input_batches",
@@ -164,7 +167,59 @@ class LayerRate:
     T: int
 
 
+@dataclass
+class SpikeCounts:
+    """What one simulation loop over some images counted: per neuron, its spikes per element
+    ``[C, ...]`` summed over images and steps (``counts``); the number of ``images``; ``T``; the
+    expected input spikes per element under a spiking input encoding (``input_events``, 0.0 under
+    direct encoding); and the first image ``[1, ...]`` on the network's device."""
+
+    counts: dict[str, Tensor]
+    images: int
+    T: int
+    input_events: Tensor | float
+    first: Tensor
+
+    def layer(self, name: str, neurons: int | None = None) -> LayerRate:
+        """The :class:`LayerRate` of neuron ``name`` (``neurons`` per image: its count's size if
+        not given)."""
+        count = self.counts.get(name)
+        n = (0 if count is None else count.numel()) if neurons is None else neurons
+        total = 0.0 if count is None else float(count.sum())
+        return LayerRate(name, n, total / max(1, n * self.images * self.T), total / self.images, self.T)
+
+
 @torch.no_grad()
+def count_spikes(
+    snn: SpikingNetwork,
+    data: Tensor | Iterable,
+    T: int | None = None,
+    max_images: int | None = None,
+    *,
+    amp: str | None = None,
+    caller: str = "count_spikes",
+) -> SpikeCounts:
+    """Simulate ``snn`` on ``data`` for ``T`` steps (default ``snn.T``), counting every neuron's
+    spikes: the one loop behind :func:`firing_rates` and :func:`snncal.stats`. ``amp`` overrides
+    the network's autocast setting; ``caller`` names the function in the error raised on no images."""
+    T = snn.T if T is None else T
+    device = module_device(snn)
+    counts: dict[str, Tensor] = {}
+    events: Tensor | float = 0.0
+    first, seen = None, 0
+    for x in input_batches(data, max_images):
+        x = x.to(device)
+        first = x[:1] if first is None else first
+        simulate(snn.graph, x, T, encoding=snn.encoding, max_batch=snn.max_batch,
+                 spike_counts=counts, amp=snn.amp if amp is None else amp)
+        if snn.encoding != "direct":
+            events = events + expected_spikes(x, T)
+        seen += len(x)
+    if seen == 0:
+        raise ValueError(f"{caller} got no images")
+    return SpikeCounts(counts, seen, T, events, first)
+
+
 def firing_rates(
     snn: SpikingNetwork,
     data: Tensor | Iterable,
@@ -182,22 +237,8 @@ def firing_rates(
     Returns:
         One :class:`LayerRate` per neuron layer, in graph order.
     """
-    T = snn.T if T is None else T
-    device = module_device(snn)
-    counts: dict[str, Tensor] = {}
-    seen = 0
-    for x in input_batches(data, max_images):
-        simulate(snn.graph, x.to(device), T, encoding=snn.encoding, max_batch=snn.max_batch,
-                 spike_counts=counts, amp=snn.amp)
-        seen += len(x)
-    if seen == 0:
-        raise ValueError("firing_rates got no images")
-    rates = []
-    for name in snn.neurons():
-        n = counts[name].numel() if name in counts else 0
-        total = float(counts[name].sum()) if name in counts else 0.0
-        rates.append(LayerRate(name, n, total / max(1, n * seen * T), total / seen, T))
-    return rates
+    spikes = count_spikes(snn, data, T, max_images, caller="firing_rates")
+    return [spikes.layer(name) for name in snn.neurons()]
 
 
 def input_batches(data: Tensor | Iterable, max_images: int | None = None) -> Iterator[Tensor]:
