@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm import tqdm
 
 from snncal.ann.checkpoint import save_checkpoint
+from snncal.core import distributed
 from snncal.core.config import check_float, check_int
 from snncal.core.evaluate import evaluate
+from snncal.core.fields import help_field as _f
 from snncal.core.files import atomic_write_bytes, atomic_write_json
 from snncal.core.subsets import evenly_spaced, random_indices
 
@@ -52,10 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("snncal")
-
-
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -180,12 +178,8 @@ def _setup_distributed() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, 0
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
+    distributed.start()
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
     return dist.get_rank(), world, local
 
 

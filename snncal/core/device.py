@@ -41,13 +41,13 @@ def module_device(module: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def auto_max_batch(device: torch.device | str) -> int:
-    """The default time-folded batch on ``device``: :data:`MAX_BATCH` (64) off CUDA; on CUDA the
+def auto_max_batch(device: torch.device | str, cpu: int = MAX_BATCH) -> int:
+    """The default time-folded batch on ``device``: ``cpu`` (:data:`MAX_BATCH`, 64) off CUDA; on CUDA the
     largest power of two whose image-steps fit the GPU's memory at :data:`CUDA_BYTES_PER_STEP`,
     within :data:`CUDA_MAX_BATCH`: 2048 from 80 GB, 1024 at 40 GB, 512 at 24 GB, 256 below."""
     device = torch.device(device)
     if device.type != "cuda":
-        return MAX_BATCH
+        return cpu
     return cuda_max_batch(_cuda_memory(device.index))
 
 

@@ -103,43 +103,40 @@ def evaluate(
     modes = [(m, m.training) for m in (model, reference) if m is not None]
     for m, _ in modes:
         m.eval()
-    # per T: correct, agreeing, squared logit error; then the ANN's top-1, top-5, cross-entropy and
-    # the image count: summed on the device (no sync per batch), reduced over ranks at the end
-    sums = torch.zeros(3 * len(Ts) + 4, dtype=torch.float64, device=device)
+    sums = _Sums(len(Ts), device)
     try:
         for x, y in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            sums[-1] += len(y)
+            sums.images.add_(len(y))
             ref = None
             if reference is not None:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     ref = reference(x).float()
                 top = ref.topk(min(5, ref.shape[1]), 1).indices
-                sums[-4:-1] += torch.stack([(top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum(),
-                                            F.cross_entropy(ref, y, reduction="sum")]).double()
+                sums.ann.add_(torch.stack([(top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum(),
+                                          F.cross_entropy(ref, y, reduction="sum")]).double())
             if spiking:
                 out = model.simulate(x, T=Ts[-1], every_step=True)[steps_at]  # [len(Ts), N, classes]
                 pred = out.argmax(-1)
-                sums[: len(Ts)] += (pred == y).sum(-1)
+                sums.correct.add_((pred == y).sum(-1))
                 if ref is not None:
-                    sums[len(Ts) : 2 * len(Ts)] += (pred == ref.argmax(-1)).sum(-1)
-                    sums[2 * len(Ts) : 3 * len(Ts)] += ((out.double() - ref.double()) ** 2).sum((1, 2))
+                    sums.agreeing.add_((pred == ref.argmax(-1)).sum(-1))
+                    sums.logit_se.add_(((out.double() - ref.double()) ** 2).sum((1, 2)))
     finally:
         for m, training in modes:
             m.train(training)
-    sums = dist.all_reduce_sum(sums).cpu()
-    total = int(sums[-1])
+    sums = sums.reduced()
+    total = int(sums.images)
     n = max(total, 1)
     result = Evaluation(total)
     if reference is not None:
-        result.ann, result.ann_top5 = (100 * sums[-4:-2] / n).tolist()
-        result.ann_loss = float(sums[-2] / n)
+        result.ann, result.ann_top5 = (100 * sums.ann[:2] / n).tolist()
+        result.ann_loss = float(sums.ann[2] / n)
     if spiking:
-        k = len(Ts)
-        result.snn = dict(zip(Ts, (100 * sums[:k] / n).tolist(), strict=True))
+        result.snn = dict(zip(Ts, (100 * sums.correct / n).tolist(), strict=True))
         if reference is not None:
-            result.agreement = dict(zip(Ts, (100 * sums[k : 2 * k] / n).tolist(), strict=True))
-            result.logit_mse = dict(zip(Ts, (sums[2 * k : 3 * k] / n).tolist(), strict=True))
+            result.agreement = dict(zip(Ts, (100 * sums.agreeing / n).tolist(), strict=True))
+            result.logit_mse = dict(zip(Ts, (sums.logit_se / n).tolist(), strict=True))
     return result
 
 
@@ -150,6 +147,25 @@ def _loader(data: Iterable | Dataset, batch_size: int, num_workers: int, device:
         return data
     return DataLoader(dist.shard(data), batch_size=batch_size, num_workers=num_workers,
                       pin_memory=device.type == "cuda")
+
+
+class _Sums:
+    """The running sums of :func:`evaluate` in one float64 tensor (summed on the device, no sync per
+    batch, one reduction over ranks at the end), by name: per T the SNN's ``correct``, ``agreeing``
+    (with the ANN) and ``logit_se`` (squared logit error); the ANN's ``ann`` (top-1, top-5,
+    cross-entropy); the ``images`` counted."""
+
+    def __init__(self, k: int, device: torch.device, data: Tensor | None = None) -> None:
+        self.k = k
+        self.data = torch.zeros(3 * k + 4, dtype=torch.float64, device=device) if data is None else data
+        self.correct, self.agreeing = self.data[:k], self.data[k : 2 * k]
+        self.logit_se = self.data[2 * k : 3 * k]
+        self.ann, self.images = self.data[3 * k : 3 * k + 3], self.data[3 * k + 3]
+
+    def reduced(self) -> _Sums:
+        """The sums over every rank, on the CPU."""
+        data = dist.all_reduce_sum(self.data).cpu()
+        return _Sums(self.k, data.device, data)
 
 
 @dataclass
