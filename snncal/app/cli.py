@@ -147,8 +147,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     """Convert and calibrate an ANN checkpoint; save the SNN (safetensors + JSON)."""
     from snncal.app.experiment import calibration_share
-    from snncal.app.report import calibration_table
     from snncal.app.runtime import splits, training_split
+    from snncal.app.tables import calibration_table
     from snncal.core.convert import convert
     from snncal.core.export import save
 
@@ -203,8 +203,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from snncal.app import plots
-    from snncal.app.report import rates_table, stats_table
-    from snncal.app.results import markdown_table
+    from snncal.app.tables import markdown_table, rates_table, stats_table
     from snncal.core.evaluate import evaluate, firing_rates
     from snncal.core.files import atomic_write_json
     from snncal.core.stats import stats
@@ -283,7 +282,7 @@ def _experiment(args: argparse.Namespace, stem: str, methods: Sequence[str], Ts:
     return 0
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
+def _cmd_grid(args: argparse.Namespace) -> int:
     """Methods x T x seeds for one model, into one resumable results file."""
     return _experiment(args, "sweep", args.methods, args.T, args.seeds, "Sweep")
 
@@ -310,7 +309,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    """Train a small CNN, convert it with none / light / advanced, sweep T, write table and plots."""
+    """Train a small CNN, convert it with none / light / advanced at every T, write table and plots."""
     from snncal.app import quickstart as qs
     from snncal.app.runtime import check_out_dir, device
 
@@ -378,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="synaptic operations, MACs and energy per image")
     _run_options(p, "runs/evaluate")
 
-    grids = (("sweep", _cmd_sweep, "runs/sweep"), ("reproduce", _cmd_reproduce, "runs/reproduce"))
+    grids = (("sweep", _cmd_grid, "runs/sweep"), ("reproduce", _cmd_reproduce, "runs/reproduce"))
     for name, func, out in grids:
         p = command(name, func)
         _model_options(p)

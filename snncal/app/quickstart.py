@@ -103,7 +103,7 @@ def _train(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
 def run_quickstart(
     cfg: QuickstartConfig, say: Callable[[str], None] | None = None
 ) -> QuickstartResult:
-    """Train, convert, calibrate, sweep T, evaluate; write results, tables and plots under ``cfg.out``.
+    """Train, convert, calibrate at every T, evaluate; write results, tables and plots under ``cfg.out``.
 
     Every step resumes: training from its state file, the experiment from its results file. ``say``
     receives one line at the end of each step (the CLI prints it).
