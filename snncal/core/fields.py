@@ -11,6 +11,7 @@ from typing import Any
 __all__ = ["help_field"]
 
 
-def help_field(default: Any, help: str) -> Any:
-    """A field with default ``default`` and help text ``help`` (the command line's option help)."""
-    return field(default=default, metadata={"help": help})
+def help_field(default: Any, help: str, **metadata: Any) -> Any:
+    """A field with default ``default`` and help text ``help`` (the command line's option help);
+    ``metadata`` adds what else the command line reads (``flag``, ``type``, ``choices``)."""
+    return field(default=default, metadata={"help": help, **metadata})
