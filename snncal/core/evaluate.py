@@ -103,7 +103,7 @@ def evaluate(
     modes = [(m, m.training) for m in (model, reference) if m is not None]
     for m, _ in modes:
         m.eval()
-    sums = _Sums(len(Ts), device)
+    sums = _Counters(len(Ts), device)
     try:
         for x, y in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -149,8 +149,8 @@ def _loader(data: Iterable | Dataset, batch_size: int, num_workers: int, device:
                       pin_memory=device.type == "cuda")
 
 
-class _Sums:
-    """The running sums of :func:`evaluate` in one float64 tensor (summed on the device, no sync per
+class _Counters:
+    """The counters of :func:`evaluate` in one float64 tensor (summed on the device, no sync per
     batch, one reduction over ranks at the end), by name: per T the SNN's ``correct``, ``agreeing``
     (with the ANN) and ``logit_se`` (squared logit error); the ANN's ``ann`` (top-1, top-5,
     cross-entropy); the ``images`` counted."""
@@ -162,10 +162,10 @@ class _Sums:
         self.logit_se = self.data[2 * k : 3 * k]
         self.ann, self.images = self.data[3 * k : 3 * k + 3], self.data[3 * k + 3]
 
-    def reduced(self) -> _Sums:
+    def reduced(self) -> _Counters:
         """The sums over every rank, on the CPU."""
         data = dist.all_reduce_sum(self.data).cpu()
-        return _Sums(self.k, data.device, data)
+        return _Counters(self.k, data.device, data)
 
 
 @dataclass
