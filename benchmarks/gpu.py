@@ -38,7 +38,7 @@ import torch
 
 import snncal
 import snncal.ann.models
-from snncal.core.engine import auto_max_batch
+from snncal.core.device import auto_max_batch
 from snncal.core.files import atomic_write_json
 
 # steps x images on CUDA: batch 64 x 32 steps in one chunk, at T = 32 and at T = 256 alike. 4096

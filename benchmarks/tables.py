@@ -36,7 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from snncal.app.paper import NETWORKS
-from snncal.app.results import Row, accuracy_table, markdown_table, seconds_table, table9
+from snncal.app.results import Row
+from snncal.app.tables import accuracy_table, markdown_table, seconds_table
 
 
 def _read(path: str) -> dict:
@@ -184,7 +185,7 @@ def reproduce(args: argparse.Namespace) -> str:
     gap_rows = [[m, *(f"{gaps[(m, T)]:.2f}" if (m, T) in gaps else "-" for T in args.T)]
                 for m in args.methods]
     out = [f"ANN {ann:.2f} % on {data['protocol']['test_images']}\n",
-           table9(rows, ann, args.methods, args.T, network),
+           accuracy_table(rows, ann, args.methods, args.T, network=network),
            "Gap (ANN - SNN, points):\n", markdown_table(["Method", *(f"T={T}" for T in args.T)], gap_rows),
            "Conversion seconds (calibration included):\n", seconds_table(rows, args.methods, args.T)]
     if args.plot:

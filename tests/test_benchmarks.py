@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from snncal.core.engine import auto_max_batch
+from snncal.core.device import auto_max_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODELS = ["vgg16_bn", "resnet34", "resnet20"]

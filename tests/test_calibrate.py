@@ -12,7 +12,7 @@ from torch import nn
 import snncal
 from snncal.core.calibrate import get_method
 from snncal.core.calibrate.store import MemoryBudget, SpikeStore, pack, unpack
-from snncal.core.engine import _Chunk, simulate
+from snncal.core.engine import ChunkSpec, _Chunk, simulate
 from snncal.core.graph import prepare
 
 
@@ -54,7 +54,7 @@ def _layer_error(snn, x, name, ann_graph=None):
                 return out
             return super().call_module(target, args, kwargs)
 
-    Rec(snn.graph, snn.T, snn.T, {}, {}, True).run(x)
+    Rec(snn.graph, ChunkSpec(snn.T, snn.T), {}, {}).run(x)
     AnnRec(ann_graph if ann_graph is not None else snn.graph).run(x)
     return rec["out"], rec["ann"], rec["current"]
 

@@ -12,11 +12,11 @@ from torch import nn
 
 import snncal
 import snncal.ann.models as zoo
-from snncal.core import neuron as neuron_mod
 from snncal.core.calibrate import METHODS, STEPS, Method, Step
 from snncal.core.calibrate.balanced import GRID
-from snncal.core.engine import _Chunk, simulate
+from snncal.core.engine import ChunkSpec, _Chunk, simulate
 from snncal.core.neuron import IFNeuron, clip_floor, if_scan
+from snncal.core.neuron import compiled as neuron_mod
 
 
 class Chain(nn.Module):
@@ -59,7 +59,7 @@ def _record(snn: snncal.SpikingNetwork, x: torch.Tensor, name: str) -> dict[str,
                 rec["out"] = out.view(*steps, *out.shape[1:])
             return out
 
-    Rec(snn.graph, snn.T, snn.T, {}, {}, True).run(x)
+    Rec(snn.graph, ChunkSpec(snn.T, snn.T), {}, {}).run(x)
     return rec
 
 

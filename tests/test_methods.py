@@ -12,7 +12,7 @@ from torch import nn
 
 import snncal
 from snncal.core.calibrate import METHODS, STEPS, get_method, register_method, register_step
-from snncal.core.engine import switch
+from snncal.core.encoding import switch
 from snncal.core.graph import prepare
 from snncal.core.neuron import IFNeuron, if_scan
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from snncal.core import neuron
 from snncal.core.neuron import IFNeuron, clip_floor, if_count, if_scan
+from snncal.core.neuron import compiled as neuron
 
 
 @pytest.mark.parametrize("T", [1, 7, 32, 256])

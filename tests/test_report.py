@@ -11,8 +11,8 @@ from torch import nn
 
 import snncal
 from snncal.app.plots import plot_accuracy, plot_firing_rates
-from snncal.app.report import calibration_table, rates_table
-from snncal.app.results import ResultsFile, Row, accuracy_table, markdown_table, to_csv
+from snncal.app.results import ResultsFile, Row, to_csv
+from snncal.app.tables import accuracy_table, calibration_table, markdown_table, rates_table
 from snncal.core.evaluate import LayerRate, firing_rates
 from snncal.core.neuron import if_scan
 
@@ -125,12 +125,10 @@ def test_test_subset_is_fixed_and_covers_sorted_classes() -> None:
 
 
 def test_table9_puts_the_papers_row_under_ours():
-    from snncal.app.results import table9
-
     rows = [Row(m, T, 0, acc, 100, 0.1, 0.2) for m, T, acc in
             (("light", 32, 91.0), ("light", 2048, 92.0), ("spike_norm", 2048, 50.0))]
-    table = [line.split("|")[1:-1] for line in table9(
-        rows, 92.5, ["spike_norm", "light"], [32, 2048], "ResNet-20").splitlines()[2:]]
+    table = [line.split("|")[1:-1] for line in accuracy_table(
+        rows, 92.5, ["spike_norm", "light"], [32, 2048], network="ResNet-20").splitlines()[2:]]
     cells = [[c.strip() for c in line] for line in table]
     assert cells == [
         ["spike_norm", "92.50", "-", "50.00"],

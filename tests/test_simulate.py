@@ -5,7 +5,8 @@ import torch
 from nets import Mixed, Plain, randomize_bn
 
 import snncal
-from snncal.core.engine import MAX_BATCH, auto_max_batch, cuda_max_batch, poisson
+from snncal.core.device import MAX_BATCH, auto_max_batch, cuda_max_batch
+from snncal.core.encoding import poisson
 from snncal.core.neuron import if_scan
 
 

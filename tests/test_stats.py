@@ -16,7 +16,7 @@ from torch import nn
 
 import snncal
 from snncal.app.plots import plot_layer_stats
-from snncal.app.report import stats_table
+from snncal.app.tables import stats_table
 from snncal.core.evaluate import firing_rates
 from snncal.core.neuron import if_scan
 from snncal.core.stats import INPUT, EnergyModel, connectivity

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import logging
 import math
 import os
@@ -38,13 +37,18 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm import tqdm
 
 from snncal.ann.checkpoint import save_checkpoint
+from snncal.ann.resume import check_resumable, load_state, save_state
+from snncal.core import distributed
 from snncal.core.config import check_float, check_int
 from snncal.core.evaluate import evaluate
-from snncal.core.files import atomic_write_bytes, atomic_write_json
+from snncal.core.fields import help_field as _f
+from snncal.core.files import atomic_write_json
 from snncal.core.subsets import evenly_spaced, random_indices
 
 __all__ = [
+    "Progress",
     "TrainConfig",
+    "TrainRun",
     "build_model",
     "has_batchnorm",
     "train",
@@ -52,10 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("snncal")
-
-
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -180,12 +180,8 @@ def _setup_distributed() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, 0
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
+    distributed.start()
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
     return dist.get_rank(), world, local
 
 
@@ -257,33 +253,80 @@ def _loader(ds: Dataset, batch: int, shuffle: bool, workers: int, sampler=None) 
     )
 
 
-# ----------------------------------------------------------------------------- state
-
-
-def _save_state(path: Path, **state: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _load_state(path: Path) -> dict[str, Any] | None:
-    """The resume state: tensors and plain data only, read weights-only, so that no file placed in
-    a run folder can run code."""
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # an unpickling error names what the file tried to load
-        raise ValueError(f"{path} is not a resume state written by snncal train ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]}); delete it or use another out_dir") from None
-    missing = {"model", "optimizer", "scheduler", "config", "epoch", "history", "best"} - set(state)
-    if not isinstance(state, dict) or missing:
-        raise ValueError(f"{path} is not a resume state written by snncal train (missing "
-                         f"{sorted(missing)}); delete it or use another out_dir")
-    return state
-
-
 # ----------------------------------------------------------------------------- driver
+
+
+@dataclass
+class Progress:
+    """How far a run has come: epochs done, their history, the best test accuracy (-1: none yet)
+    and the seconds spent training, over every call that resumed it."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float = -1.0
+    elapsed: float = 0.0
+
+
+@dataclass
+class TrainRun:
+    """One training run's state: its settings and folder, the model, its optimizer, schedule and
+    EMA (``None`` when off), and its :class:`Progress`."""
+
+    cfg: TrainConfig
+    out: Path
+    model: nn.Module
+    optimizer: Any
+    scheduler: Any
+    ema: Any
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and saved: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def resume(self) -> None:
+        """Load ``out/state.pt`` into the run when present (and ``cfg.resume``)."""
+        state = load_state(self.out / "state.pt") if self.cfg.resume else None
+        if state is None:
+            return
+        check_resumable(state["config"], self.cfg)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.progress = Progress(state["epoch"], state["history"], state["best"], state.get("elapsed", 0.0))
+        log.info("resuming %s from epoch %d/%d", self.out, self.progress.epoch, self.cfg.epochs)
+
+    def save_epoch(self, meta: dict, te: dict) -> None:
+        """Write last/best checkpoints, history.json and the resume state, each atomically."""
+        cfg, progress, out = self.cfg, self.progress, self.out
+        ck_meta = {
+            **meta,
+            "epoch": progress.epoch,
+            "test_acc": te["acc"],
+            "test_acc5": te["acc5"],
+            "weights": "ema" if self.ema is not None else "model",
+            "train_seconds": progress.elapsed,
+            "recipe": dataclasses.asdict(cfg),
+        }
+        save_checkpoint(out / "last", self.eval_model, ck_meta)
+        if te["acc"] > progress.best:
+            progress.best = te["acc"]
+            save_checkpoint(out / "best", self.eval_model, ck_meta)
+        atomic_write_json(out / "history.json", progress.history)
+        save_state(
+            out / "state.pt",
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            ema=self.ema.state_dict() if self.ema is not None else None,
+            config=dataclasses.asdict(cfg),
+            **dataclasses.asdict(progress),
+        )
+
+
 
 
 def train(
@@ -330,10 +373,11 @@ def _train(config: TrainConfig, train_set: Dataset | None, test_set: Dataset | N
     out = Path(cfg.out_dir)
     train_loader, test_loader, sampler = _loaders(cfg, train_set, test_set, rank, world)
     model.to(device)
-    optimizer, scheduler, ema = _optimizer(model, cfg, len(train_loader))
+    run = TrainRun(cfg, out, model, *_optimizer(model, cfg, len(train_loader)))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     amp = cfg.amp and device.type == "cuda"
-    progress = _resume(out, cfg, model, optimizer, scheduler, ema)
+    run.resume()
+    progress = run.progress
     net: nn.Module = model
     if world > 1:
         ids = [local] if device.type == "cuda" else None
@@ -343,7 +387,7 @@ def _train(config: TrainConfig, train_set: Dataset | None, test_set: Dataset | N
         cfg.arch, cfg.dataset, len(train_loader.dataset), cfg.epochs, len(train_loader), cfg.lr,
         cfg.weight_decay, device, world,
     )  # fmt: skip
-    for epoch in range(progress["epoch"], cfg.epochs):
+    for epoch in range(progress.epoch, cfg.epochs):
         t0 = time.perf_counter()
         _seed_everything(cfg.seed * 100_003 + epoch)  # augmentation / dropout of this epoch
         if world > 1:
@@ -351,23 +395,22 @@ def _train(config: TrainConfig, train_set: Dataset | None, test_set: Dataset | N
         else:
             sampler.generator.manual_seed(cfg.seed * 100_003 + epoch)
         tr = train_one_epoch(
-            net, train_loader, optimizer, scheduler, criterion, device, ema=ema, amp=amp,
+            net, train_loader, run.optimizer, run.scheduler, criterion, device, ema=run.ema, amp=amp,
             progress=cfg.progress and rank == 0, desc=f"epoch {epoch + 1}/{cfg.epochs}",
         )  # fmt: skip
         if rank != 0:
             continue
-        eval_model = ema.module if ema is not None else model
-        result = evaluate(eval_model, test_loader, device=device, amp=amp)
+        result = evaluate(run.eval_model, test_loader, device=device, amp=amp)
         te = {"loss": result.ann_loss, "acc": result.ann, "acc5": result.ann_top5}
         dt = time.perf_counter() - t0
-        progress["elapsed"] += dt
-        progress["epoch"] = epoch + 1
-        progress["history"].append(
+        progress.elapsed += dt
+        progress.epoch = epoch + 1
+        progress.history.append(
             {
                 "epoch": epoch + 1,
                 **{f"train_{k}": v for k, v in tr.items()},
                 **{f"test_{k}": v for k, v in te.items()},
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": run.optimizer.param_groups[0]["lr"],
                 "seconds": dt,
             }
         )
@@ -375,17 +418,17 @@ def _train(config: TrainConfig, train_set: Dataset | None, test_set: Dataset | N
             "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  (%.0f s)",
             epoch + 1, cfg.epochs, tr["loss"], tr["acc"], te["loss"], te["acc"], dt,
         )  # fmt: skip
-        _save_epoch(out, cfg, meta, te, model, optimizer, scheduler, ema, progress)
+        run.save_epoch(meta, te)
     if world > 1:
         dist.barrier()
-    history = progress["history"]
+    history = progress.history
     return {
         "arch": cfg.arch,
         "dataset": cfg.dataset,
         "epochs": cfg.epochs,
         "test_acc": history[-1]["test_acc"] if history else None,
-        "best_test_acc": progress["best"] if progress["best"] >= 0 else None,
-        "train_seconds": progress["elapsed"],
+        "best_test_acc": progress.best if progress.best >= 0 else None,
+        "train_seconds": progress.elapsed,
         "checkpoint": str(out / "last.safetensors"),
         "best_checkpoint": str(out / "best.safetensors"),
         "history": history,
@@ -434,70 +477,6 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, steps: int) -> tuple:
             use_buffers=True,
         )
     return optimizer, scheduler, ema
-
-
-def _resume(out: Path, cfg: TrainConfig, model, optimizer, scheduler, ema) -> dict[str, Any]:
-    """Load ``out/state.pt`` into the run when present; returns the progress counters."""
-    progress: dict[str, Any] = {"epoch": 0, "history": [], "best": -1.0, "elapsed": 0.0}
-    state = _load_state(out / "state.pt") if cfg.resume else None
-    if state is None:
-        return progress
-    _check_resumable(state["config"], cfg)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if ema is not None and state.get("ema") is not None:
-        ema.load_state_dict(state["ema"])
-    progress.update({k: state[k] for k in ("epoch", "history", "best")})
-    progress["elapsed"] = state.get("elapsed", 0.0)
-    log.info("resuming %s from epoch %d/%d", out, progress["epoch"], cfg.epochs)
-    return progress
-
-
-def _save_epoch(
-    out: Path, cfg: TrainConfig, meta: dict, te: dict, model, optimizer, scheduler, ema, progress
-) -> None:
-    """Write last/best checkpoints, history.json and the resume state, each atomically."""
-    eval_model = ema.module if ema is not None else model
-    ck_meta = {
-        **meta,
-        "epoch": progress["epoch"],
-        "test_acc": te["acc"],
-        "test_acc5": te["acc5"],
-        "weights": "ema" if ema is not None else "model",
-        "train_seconds": progress["elapsed"],
-        "recipe": dataclasses.asdict(cfg),
-    }
-    save_checkpoint(out / "last", eval_model, ck_meta)
-    if te["acc"] > progress["best"]:
-        progress["best"] = te["acc"]
-        save_checkpoint(out / "best", eval_model, ck_meta)
-    atomic_write_json(out / "history.json", progress["history"])
-    _save_state(
-        out / "state.pt",
-        model=model.state_dict(),
-        optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict(),
-        ema=ema.state_dict() if ema is not None else None,
-        config=dataclasses.asdict(cfg),
-        **progress,
-    )
-
-
-# Settings that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"out_dir", "data_dir", "workers", "device", "progress", "threads", "resume"}
-
-
-def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
-    now = dataclasses.asdict(cfg)
-    diff = {k: (saved.get(k), v) for k, v in now.items() if k not in _RESUMABLE_CHANGES}
-    diff = {k: sv for k, sv in diff.items() if sv[0] != sv[1]}
-    if diff:
-        text = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"{cfg.out_dir}/state.pt was written with other settings ({text}); "
-            "use another out_dir or resume=False"
-        )
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -147,8 +147,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     """Convert and calibrate an ANN checkpoint; save the SNN (safetensors + JSON)."""
     from snncal.app.experiment import calibration_share
-    from snncal.app.report import calibration_table
     from snncal.app.runtime import splits, training_split
+    from snncal.app.tables import calibration_table
     from snncal.core.convert import convert
     from snncal.core.export import save
 
@@ -200,52 +200,16 @@ def _evaluation_inputs(args: argparse.Namespace, dev: Any) -> tuple:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     """Accuracy of an ANN and/or an SNN at several T; the SNN's firing rates and, with --stats,
     its synaptic operations and energy against the ANN."""
-    from torch.utils.data import DataLoader
-
-    from snncal.app import plots
-    from snncal.app.report import rates_table, stats_table
-    from snncal.app.results import markdown_table
-    from snncal.core.evaluate import evaluate, firing_rates
-    from snncal.core.files import atomic_write_json
-    from snncal.core.stats import stats
-    from snncal.core.subsets import describe_subset, evenly_spaced
+    from snncal.app.evaluation import run_evaluation
 
     dev = _setup(args)
     snn, model, name, test = _evaluation_inputs(args, dev)
-    data = evenly_spaced(test, args.test_images)
-    subset = describe_subset(len(data), len(test))
-    loader = DataLoader(data, batch_size=args.eval_batch_size, num_workers=args.workers)
-    result: dict[str, Any] = {"config": _echo(args), "dataset": name, "test_subset": subset}
-    _say(f"{name}, {subset}", "")
-    out = Path(args.out)
-    if snn is None:
-        evaluation = evaluate(model, data, device=dev, progress=args.progress,
-                              batch_size=args.eval_batch_size, num_workers=args.workers)
-        result["evaluation"] = evaluation
-        _say(f"ANN accuracy: {evaluation.ann:.2f}%")
-    else:
-        evaluation = evaluate(snn, data, T=args.T, ann=model, device=dev, progress=args.progress,
-                              batch_size=args.eval_batch_size, num_workers=args.workers)
-        rates = firing_rates(snn, loader, T=args.rate_T, max_images=args.rate_images)
-        result.update(evaluation=evaluation, snn_T=snn.T, rates=rates, calibration=snn.calibration)
-        ann = "-" if evaluation.ann is None else f"{evaluation.ann:.2f}"
-        label = f"SNN ({snn.calibration.method if snn.calibration else '?'}, calibrated for T={snn.T})"
-        _say(markdown_table(["network", "ANN", *(f"T={T}" for T in evaluation.snn)],
-                            [[label, ann, *(f"{a:.2f}" for a in evaluation.snn.values())]]))
-        n = min(args.rate_images, evaluation.images)
-        _say(f"firing rates on {n} images (T={rates[0].T}):", "", rates_table(rates))
-        files = {}
-        if args.stats:
-            result["stats"] = cost = stats(snn, loader, T=args.rate_T, max_images=args.rate_images)
-            _say(f"cost on {n} images (T={cost.T}):", "", stats_table(cost))
-        if plots.available() and dist.is_main():
-            files["rates_plot"] = str(plots.plot_firing_rates(rates, out / "firing_rates.png"))
-            if args.stats:
-                files["stats_plot"] = str(plots.plot_layer_stats(result["stats"], out / "layer_stats.png"))
-        result["files"] = files
-    if dist.is_main():
-        atomic_write_json(out / "evaluate.json", result)
-        _say(f"wrote {out / 'evaluate.json'}")
+    run_evaluation(
+        snn, model, name, test, out=args.out, device=dev, T=args.T, test_images=args.test_images,
+        rate_T=args.rate_T, rate_images=args.rate_images, cost=args.stats,
+        batch_size=args.eval_batch_size, workers=args.workers, progress=args.progress,
+        config=_echo(args), say=_say,
+    )
     return 0
 
 
@@ -283,7 +247,7 @@ def _experiment(args: argparse.Namespace, stem: str, methods: Sequence[str], Ts:
     return 0
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
+def _cmd_grid(args: argparse.Namespace) -> int:
     """Methods x T x seeds for one model, into one resumable results file."""
     return _experiment(args, "sweep", args.methods, args.T, args.seeds, "Sweep")
 
@@ -309,17 +273,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+_RUN_FIELDS = ("out", "device", "threads", "workers", "progress")  # QuickstartConfig's, set by _run_options
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    """Train a small CNN, convert it with none / light / advanced, sweep T, write table and plots."""
+    """Train a small CNN, convert it with none / light / advanced at every T, write table and plots."""
     from snncal.app import quickstart as qs
     from snncal.app.runtime import check_out_dir, device
 
-    cfg = qs.QuickstartConfig(
-        out=args.out, data=args.data, epochs=args.epochs, batch_size=args.batch_size, augment=args.augment,
-        methods=tuple(args.methods), Ts=tuple(args.T), test_images=args.test_images,
-        calib_images=args.calib_images, seed=args.seed, threads=args.threads or 2,
-        device=str(device(args.device)), workers=args.workers, progress=args.progress,
-    )
+    cfg = from_args(qs.QuickstartConfig, args, skip=_RUN_FIELDS, out=args.out, threads=args.threads or 2,
+                    device=str(device(args.device)), workers=args.workers, progress=args.progress)
     check_out_dir(cfg.out)
     name = "CIFAR-10 from " + args.data if args.data else "Fashion-MNIST (Debian package)"
     _say(f"snncal quickstart: cnn_small on {name}; {cfg.epochs} epochs, then "
@@ -378,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="synaptic operations, MACs and energy per image")
     _run_options(p, "runs/evaluate")
 
-    grids = (("sweep", _cmd_sweep, "runs/sweep"), ("reproduce", _cmd_reproduce, "runs/reproduce"))
+    grids = (("sweep", _cmd_grid, "runs/sweep"), ("reproduce", _cmd_reproduce, "runs/reproduce"))
     for name, func, out in grids:
         p = command(name, func)
         _model_options(p)
@@ -406,23 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("quickstart", _cmd_quickstart)
     d = QuickstartConfig()
-    p.add_argument("--data", default=None, help="a CIFAR-10 ImageFolder copy (ROOT/{train,test}/<class>/*); "
-                   "default: Fashion-MNIST from /usr/share/datasets/fashion-mnist")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs,
-                   help=f"training epochs (default: {d.epochs})")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
-                   help=f"training batch size (default: {d.batch_size})")
-    p.add_argument("--augment", default=None, choices=("none", "basic", "paper"),
-                   help="default: none on Fashion-MNIST, basic on CIFAR-10")
-    p.add_argument("--methods", nargs="+", default=list(d.methods),
-                   help=f"calibration methods (default: {' '.join(d.methods)})")
-    _ints(p, "--T", d.Ts, "one conversion per T")
-    p.add_argument("--test-images", type=positive_int, default=d.test_images,
-                   help=f"SNNs are evaluated on N test images evenly spaced through the test set "
-                   f"(default: {d.test_images})")
-    p.add_argument("--calib-images", type=positive_int, default=d.calib_images,
-                   help=f"calibration images per conversion (default: {d.calib_images})")
-    p.add_argument("--seed", type=int, default=0, help="seed of training and of the calibration images")
+    add_options(p, QuickstartConfig, "quickstart (snncal.app.quickstart.QuickstartConfig)", skip=_RUN_FIELDS)
     _workers_option(p)
     _run_options(p, d.out)
     for action in p._actions:  # the quickstart's table must not depend on the machine: fixed threads

@@ -21,7 +21,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from snncal.app.results import ResultsFile, Row, accuracy_table, seconds_table, table9, write_csv
+from snncal.app.results import ResultsFile, Row, write_csv
+from snncal.app.tables import accuracy_table, seconds_table
 from snncal.core import distributed as dist
 from snncal.core.calibrate import get_method
 from snncal.core.config import ConvertConfig, make_config
@@ -180,8 +181,7 @@ class Experiment:
         caption = (f"Top-1 accuracy (%) on {self.subset}; each SNN converted and calibrated for its T "
                    f"({self.base.num_images} calibration images, threshold rule {self.base.threshold} "
                    f"where the method uses it), {seed_text}.")
-        table = (table9(rows, self.ann_accuracy, methods, Ts, network, columns) if network
-                 else accuracy_table(rows, self.ann_accuracy, methods, Ts, columns=columns))
+        table = accuracy_table(rows, self.ann_accuracy, methods, Ts, columns=columns, network=network)
         threads = sorted({r.threads for r in rows if r.threads is not None})
         table += f"\nConversion seconds (calibration included; CPU threads {threads}):\n\n"
         table += seconds_table(rows, methods, Ts)

@@ -23,19 +23,33 @@ def _flag(name: str) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, title: str, skip: Sequence[str] = ()) -> None:
-    """Add one option per field of the dataclass ``cls`` to a group ``title`` of ``parser``."""
+    """Add one option per field of the dataclass ``cls`` to a group ``title`` of ``parser``.
+
+    A ``tuple[X, ...]`` field takes one or more values; a field's ``metadata`` may name its
+    ``choices``, its argparse ``type`` and, where the flag is not the field's name, its ``flag``."""
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        text = f"{f.metadata.get('help', '')} (default: {f.default})".replace("%", "%%")
+        text = f"{f.metadata.get('help', '')} (default: {_shown(f.default)})".replace("%", "%%")
         kind = str(f.type).split(" |")[0]
+        flag = f.metadata.get("flag", _flag(f.name))
         if kind == "bool":
-            group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=None, help=text)
-        else:
-            group.add_argument(_flag(f.name), dest=f.name, type=_TYPES.get(kind, str), default=None,
-                               metavar=f.name.upper(), help=text)
+            continue
+        many = kind.startswith("tuple[")
+        item = kind[len("tuple[") :].split(",")[0] if many else kind
+        extra: dict[str, Any] = {"nargs": "+"} if many else {}
+        if "choices" in f.metadata:
+            extra["choices"] = f.metadata["choices"]
+        kind_of = f.metadata.get("type", _TYPES.get(item, str))
+        group.add_argument(flag, dest=f.name, type=kind_of, default=None,
+                           metavar=f.name.upper(), help=text, **extra)
+
+
+def _shown(default: Any) -> Any:
+    return " ".join(map(str, default)) if isinstance(default, tuple) else default
 
 
 def from_args(cls: type[C], args: argparse.Namespace, skip: Sequence[str] = (), **fixed: Any) -> C:
@@ -44,11 +58,15 @@ def from_args(cls: type[C], args: argparse.Namespace, skip: Sequence[str] = (), 
     A field's check (``__post_init__``) raises its ValueError here, before any work starts.
     """
     given = {
-        f.name: getattr(args, f.name)
+        f.name: _value(f, getattr(args, f.name))
         for f in dataclasses.fields(cls)
         if f.name not in skip and getattr(args, f.name, None) is not None
     }
     return cls(**{**given, **fixed})
+
+
+def _value(f: dataclasses.Field, value: Any) -> Any:
+    return tuple(value) if str(f.type).startswith("tuple[") else value
 
 
 def positive_int(text: str) -> int:

@@ -67,16 +67,16 @@ def plot_accuracy(
 
     The ANN's accuracy is a dashed horizontal line. Written atomically to ``path`` (PNG).
     """
-    stats = summarize(rows)
+    summary = summarize(rows)
     methods = list(methods or dict.fromkeys(r.method for r in rows))
     fig, ax = _pyplot().subplots(figsize=(6.4, 4.2))
-    lows, seeds = [], max((n for _, _, n in stats.values()), default=1)
+    lows, seeds = [], max((n for _, _, n in summary.values()), default=1)
     for i, m in enumerate(methods):
-        Ts = sorted(T for (mm, T) in stats if mm == m)
+        Ts = sorted(T for (mm, T) in summary if mm == m)
         if not Ts:
             continue
-        mean = [stats[(m, T)][0] for T in Ts]
-        std = [stats[(m, T)][1] for T in Ts]
+        mean = [summary[(m, T)][0] for T in Ts]
+        std = [summary[(m, T)][1] for T in Ts]
         colour, marker = _STYLE.get(m, (f"C{(i + 5) % 10}", "D"))
         ax.plot(Ts, mean, marker=marker, color=colour, label=m, linewidth=1.8, markersize=6)
         if any(std):
@@ -90,7 +90,7 @@ def plot_accuracy(
     if Ts:
         ax.set_xticks(Ts, [str(T) for T in Ts])
         ax.minorticks_off()
-    top = max([ann_acc or 0.0, *(stats[k][0] + stats[k][1] for k in stats)])
+    top = max([ann_acc or 0.0, *(summary[k][0] + summary[k][1] for k in summary)])
     bottom = min(lows) if lows else 0.0
     pad = max(0.5, 0.08 * (top - bottom))
     ax.set_ylim(max(0.0, bottom - pad), min(100.0, top + pad))
@@ -123,10 +123,10 @@ def plot_firing_rates(rates: Sequence[LayerRate], path: str | Path, title: str =
     return _save(fig, path)
 
 
-def plot_layer_stats(stats: NetworkStats, path: str | Path, title: str = "") -> Path:
+def plot_layer_stats(cost: NetworkStats, path: str | Path, title: str = "") -> Path:
     """Two panels, one bar per IF layer in graph order: the firing rate (spikes per neuron per
     step) above, the synaptic operations per image below (log axis when they span over 100x)."""
-    layers = stats.layers
+    layers = cost.layers
     names = [layer.name for layer in layers]
     rates = [layer.rate for layer in layers]
     sops = [layer.sops_per_image for layer in layers]
@@ -145,7 +145,7 @@ def plot_layer_stats(stats: NetworkStats, path: str | Path, title: str = "") -> 
     bottom.set_xlabel("IF layer (named after the ANN activation it replaces)")
     for ax in (top, bottom):
         ax.grid(True, axis="y", alpha=0.3)
-    ratio = stats.snn_energy_pj / stats.ann_energy_pj if stats.ann_energy_pj else float("nan")
-    top.set_title(title or f"Per-layer activity and cost (T={stats.T}; SNN / ANN energy, "
+    ratio = cost.snn_energy_pj / cost.ann_energy_pj if cost.ann_energy_pj else float("nan")
+    top.set_title(title or f"Per-layer activity and cost (T={cost.T}; SNN / ANN energy, "
                   f"operations only: {ratio:.2f})")
     return _save(fig, path)

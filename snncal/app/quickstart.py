@@ -23,10 +23,12 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from snncal.app.experiment import Experiment, grid
+from snncal.app.options import positive_int
 from snncal.app.results import Row
 from snncal.core.config import ConvertConfig, make_config
 from snncal.core.convert import convert
 from snncal.core.evaluate import LayerRate, firing_rates
+from snncal.core.fields import help_field as _f
 
 __all__ = [
     "QuickstartConfig",
@@ -42,18 +44,23 @@ class QuickstartConfig:
     """Settings of the quickstart; the defaults are ``make demo``."""
 
     out: str = "runs/quickstart"
-    data: str | None = None  # a CIFAR-10 ImageFolder copy; None: Fashion-MNIST (Debian package)
-    epochs: int = 8
-    batch_size: int = 128
-    augment: str | None = None  # default: "none" on Fashion-MNIST, "basic" on CIFAR-10
-    methods: tuple[str, ...] = ("none", "light", "advanced")
-    Ts: tuple[int, ...] = (16, 32, 64, 128, 256, 2048)
-    test_images: int = 1000  # the SNNs are evaluated on N test images evenly spaced through the set
-    calib_images: int = 256
-    rate_T: int = 32  # noqa: N815  firing rates and the saved SNN: advanced calibration at this T
-    rate_images: int = 256
-    eval_batch_size: int = 100
-    seed: int = 0
+    data: str | None = _f(None, "a CIFAR-10 ImageFolder copy (ROOT/{train,test}/<class>/*); "
+                          "None: Fashion-MNIST from /usr/share/datasets/fashion-mnist")
+    epochs: int = _f(8, "training epochs", type=positive_int)
+    batch_size: int = _f(128, "training batch size", type=positive_int)
+    augment: str | None = _f(None, "None: none on Fashion-MNIST, basic on CIFAR-10",
+                             choices=("none", "basic", "paper"))
+    methods: tuple[str, ...] = _f(("none", "light", "advanced"), "calibration methods")
+    Ts: tuple[int, ...] = _f((16, 32, 64, 128, 256, 2048), "one conversion per T",
+                             flag="--T", type=positive_int)
+    test_images: int = _f(1000, "SNNs are evaluated on N test images evenly spaced through the test set",
+                          type=positive_int)
+    calib_images: int = _f(256, "calibration images per conversion", type=positive_int)
+    rate_T: int = _f(32, "firing rates and the saved SNN: advanced calibration at this T",  # noqa: N815
+                     type=positive_int)
+    rate_images: int = _f(256, "images for the firing rates", type=positive_int)
+    eval_batch_size: int = _f(100, "test batch size", type=positive_int)
+    seed: int = _f(0, "seed of training and of the calibration images")
     threads: int = 2
     device: str = "cpu"
     workers: int = 0
@@ -103,7 +110,7 @@ def _train(cfg: QuickstartConfig, out: Path) -> dict[str, Any]:
 def run_quickstart(
     cfg: QuickstartConfig, say: Callable[[str], None] | None = None
 ) -> QuickstartResult:
-    """Train, convert, calibrate, sweep T, evaluate; write results, tables and plots under ``cfg.out``.
+    """Train, convert, calibrate at every T, evaluate; write results, tables and plots under ``cfg.out``.
 
     Every step resumes: training from its state file, the experiment from its results file. ``say``
     receives one line at the end of each step (the CLI prints it).

@@ -11,23 +11,18 @@ import csv
 import io
 import json
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from snncal.app.paper import published
 from snncal.core import distributed as dist
 from snncal.core.files import FileFormatError, atomic_write_json, atomic_write_text, to_plain
 
 __all__ = [
     "ResultsFile",
     "Row",
-    "accuracy_table",
-    "markdown_table",
-    "seconds_table",
     "summarize",
-    "table9",
     "to_csv",
     "write_csv",
 ]
@@ -59,33 +54,6 @@ def to_csv(rows: Iterable[Any]) -> str:
 def write_csv(path: str | Path, rows: Iterable[Any]) -> Path:
     """Write :func:`to_csv` of ``rows`` atomically."""
     return atomic_write_text(path, to_csv(rows))
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table; text columns align left, numbers right; ``|`` in cells is escaped."""
-    cells = [[str(c).replace("|", "\\|") for c in r] for r in rows]
-    numeric = [
-        all(_is_number(r[i]) for r in cells if i < len(r) and r[i] not in ("", "-")) and bool(cells)
-        for i in range(len(headers))
-    ]
-    widths = [max([len(h)] + [len(r[i]) for r in cells if i < len(r)]) for i, h in enumerate(headers)]
-
-    def line(values: Sequence[str]) -> str:
-        padded = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join(
-        "-" * (w + 1) + ":" if num else ":" + "-" * (w + 1) for w, num in zip(widths, numeric)
-    ) + "|"
-    return "\n".join([line(headers), rule, *(line(r) for r in cells)]) + "\n"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text.split(" ")[0])
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass
@@ -120,77 +88,6 @@ def summarize(rows: Iterable[Row]) -> dict[tuple[str, int], tuple[float, float, 
         k: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
         for k, v in groups.items()
     }
-
-
-def _cells(stats: dict, method: str, Ts: Sequence[int], digits: int) -> list[str]:
-    cells = []
-    for T in Ts:
-        if (method, T) not in stats:
-            cells.append("-")
-            continue
-        mean, std, n = stats[(method, T)]
-        cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}")
-    return cells
-
-
-def accuracy_table(
-    rows: Sequence[Row],
-    ann_acc: float | None,
-    methods: Sequence[str] | None = None,
-    Ts: Sequence[int] | None = None,
-    digits: int = 2,
-    columns: dict[str, str] | None = None,
-) -> str:
-    """The paper's layout (Li et al. 2021, Table 9): one row per method, ANN accuracy, one column per T.
-
-    Cells are ``mean ± std`` over seeds when there are several, ``-`` when missing. ``columns``
-    (name -> value, the same on every row, e.g. ``{"Use BN": "yes"}``) go between method and ANN.
-    """
-    columns = columns or {}
-    stats = summarize(rows)
-    methods = list(methods or dict.fromkeys(r.method for r in rows))
-    Ts = sorted(Ts or {r.T for r in rows})
-    ann = "-" if ann_acc is None else f"{ann_acc:.{digits}f}"
-    body = [[m, *columns.values(), ann, *_cells(stats, m, Ts, digits)] for m in methods]
-    return markdown_table(["Method", *columns, "ANN", *(f"T={T}" for T in Ts)], body)
-
-
-def seconds_table(rows: Sequence[Row], methods: Sequence[str], Ts: Sequence[int]) -> str:
-    """Conversion (calibration) seconds of each method at each T, mean over seeds: what a method
-    costs, next to what it gains."""
-    groups: dict[tuple[str, int], list[float]] = {}
-    for r in rows:
-        groups.setdefault((r.method, r.T), []).append(r.convert_seconds)
-    Ts = sorted(Ts)
-    body = [[m, *(f"{statistics.fmean(groups[(m, T)]):.0f}" if (m, T) in groups else "-" for T in Ts)]
-            for m in methods]
-    return markdown_table(["Method", *(f"T={T}" for T in Ts)], body)
-
-
-def table9(
-    rows: Sequence[Row],
-    ann_acc: float | None,
-    methods: Sequence[str],
-    Ts: Sequence[int],
-    network: str | None,
-    columns: dict[str, str] | None = None,
-) -> str:
-    """:func:`accuracy_table` with, under each of our rows, the paper's published row for the same
-    network (Li et al. 2021, Table 9, CIFAR-10) when there is one; its last column is T >= 2048."""
-    columns = columns or {}
-    stats = summarize(rows)
-    Ts = sorted(Ts)
-    body = []
-    for m in methods:
-        ann = "-" if ann_acc is None else f"{ann_acc:.2f}"
-        body.append([m, *columns.values(), ann, *_cells(stats, m, Ts, 2)])
-        paper = published(network, m)
-        if paper is not None:
-            ann, by_T = paper
-            cells = [by_T.get(min(T, 2048)) for T in Ts]
-            body.append([f"{m} (paper)", *("" for _ in columns), f"{ann:.2f}",
-                         *("-" if c is None else f"{c:.2f}" for c in cells)])
-    return markdown_table(["Method", *columns, "ANN", *(f"T={T}" for T in Ts)], body)
 
 
 class ResultsFile:

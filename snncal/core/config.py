@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from snncal.core.engine import AMP, ENCODINGS
+from snncal.core.device import AMP
+from snncal.core.encoding import ENCODINGS
+from snncal.core.fields import help_field as _f
 from snncal.core.neuron import RESETS
 from snncal.core.observers import RULES
 
@@ -16,11 +18,6 @@ __all__ = [
     "check_int",
     "make_config",
 ]
-
-
-def _f(default: Any, help: str) -> Any:
-    """A field with its help text (the command line's option help)."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)

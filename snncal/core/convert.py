@@ -28,6 +28,7 @@ from snncal.core import distributed as dist
 from snncal.core import graph
 from snncal.core.calibrate import STEPS, CalibrationReport, Method, get_method, run_steps
 from snncal.core.config import ConvertConfig, make_config
+from snncal.core.device import module_device
 from snncal.core.engine import SpikingNetwork
 from snncal.core.graph import is_activation, set_module
 from snncal.core.neuron import IFNeuron
@@ -94,10 +95,6 @@ def _pair(item: Tensor | tuple | list, batched: bool) -> tuple[Tensor, Tensor | 
     return item, None
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(iter(model.parameters()), next(iter(model.buffers()), torch.zeros(()))).device
-
-
 def prepare(
     model: nn.Module, example: Tensor, config: ConvertConfig | None = None, **overrides
 ) -> fx.GraphModule:
@@ -138,7 +135,7 @@ def observe(snn: SpikingNetwork, calib_data: CalibData, config: ConvertConfig | 
     configured method's steps that need no simulation (its threshold rule). Returns them by name."""
     cfg, method = _configure(config, overrides)
     ann_steps = tuple(s for s in method.steps if not STEPS[s].spikes)
-    images = _share(calib_data, cfg, _device(snn))
+    images = _share(calib_data, cfg, module_device(snn))
     run_steps(snn, images, cfg, Method(method.name, ann_steps))
     return {name: n.threshold.clone() for name, n in snn.neurons().items()}
 
@@ -156,7 +153,7 @@ def calibrate(
     sweep, each layer from the already calibrated spike trains of the layers before it; then its
     network steps (``hybrid`` trains on ``train_data``, see :func:`convert`)."""
     cfg, method = _configure(config, overrides)
-    images = _share(calib_data, cfg, _device(snn))
+    images = _share(calib_data, cfg, module_device(snn))
     snn.calibration = run_steps(snn, images, cfg, method, progress, train_data)
     return snn.calibration
 
@@ -187,7 +184,7 @@ def convert(
         The :class:`SpikingNetwork`, on the device of ``model``'s parameters.
     """
     cfg, method = _configure(config, overrides)
-    images = _share(calib_data, cfg, _device(model))
+    images = _share(calib_data, cfg, module_device(model))
     ann = prepare(model, images[: cfg.batch_size], cfg)
     snn = to_spiking(ann, cfg)
     log.info("converted %s: %d IF neurons", type(model).__name__, len(snn.neurons()))

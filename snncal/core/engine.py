@@ -13,114 +13,66 @@ potential of a few images only, which stays in cache, and scans a whole chunk in
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import operator
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 
+from snncal.core.device import AMP, MAX_BATCH, auto_max_batch, autocast
+from snncal.core.encoding import ENCODINGS, encode_input
 from snncal.core.neuron import SCAN_BLOCK, IFNeuron, is_neuron
 
 __all__ = [
-    "AMP",
-    "ENCODINGS",
-    "MAX_BATCH",
+    "ChunkSpec",
+    "RunSpec",
     "SpikingNetwork",
-    "auto_max_batch",
-    "autocast",
-    "cuda_max_batch",
-    "encode",
-    "poisson",
+    "changes_over_time",
     "residual_adds",
-    "run_ann",
+    "run_as_ann",
     "run_nodes",
     "simulate",
-    "switch",
 ]
 
-ENCODINGS = ("direct", "poisson", "switch")
-MAX_BATCH = 64  # time-folded batch (steps x images) on a CPU: keeps its caches warm
-# GPU memory an image-step may hold: VGG-16 at 224 x 224, the zoo's largest activations, keeps
-# two 64 x 224 x 224 float tensors (12.8 MB each) live in its first block, plus conv workspace.
-CUDA_BYTES_PER_STEP = 32 << 20
-# Bounds of the automatic value on CUDA. 2048 (a chunk of 64 images x 32 steps) already gives a
-# ResNet-20 layer 33M elements per op, ~100 x the threads an H200 keeps resident.
-CUDA_MAX_BATCH = (256, 2048)
-AMP = {"off": None, "bfloat16": torch.bfloat16, "float16": torch.float16}  # autocast dtypes
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """What one chunk of a simulation runs: ``steps`` time steps from ``t0`` of a simulation of
+    ``T``; whether the input is the same at every step (``static_input``: direct encoding); the
+    residual adds handed to their neuron unsummed (``deferred``, see :func:`residual_adds`); and
+    whether the stateless ops run under autocast (``amp``; neurons then get float32 inputs)."""
+
+    steps: int
+    T: int
+    t0: int = 0
+    static_input: bool = True
+    deferred: frozenset[fx.Node] = frozenset()
+    amp: bool = False
 
 
-def auto_max_batch(device: torch.device | str) -> int:
-    """The default time-folded batch on ``device``: :data:`MAX_BATCH` (64) off CUDA; on CUDA the
-    largest power of two whose image-steps fit the GPU's memory at :data:`CUDA_BYTES_PER_STEP`,
-    within :data:`CUDA_MAX_BATCH`: 2048 from 80 GB, 1024 at 40 GB, 512 at 24 GB, 256 below."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return MAX_BATCH
-    return cuda_max_batch(_cuda_memory(device.index))
+@dataclass(frozen=True)
+class RunSpec:
+    """A whole simulation of one group of images: ``T`` steps of input ``encoding``, in chunks of
+    at most ``max_batch`` image-steps, stateless ops under autocast ``amp``; with ``every_step``,
+    the running average at every step is returned."""
 
+    T: int
+    encoding: str = "direct"
+    every_step: bool = False
+    max_batch: int = MAX_BATCH
+    amp: str = "off"
+    deferred: frozenset[fx.Node] = frozenset()
 
-def cuda_max_batch(total_memory: int) -> int:
-    """:func:`auto_max_batch` of a GPU with ``total_memory`` bytes."""
-    low, high = CUDA_MAX_BATCH
-    fit = max(1, total_memory // CUDA_BYTES_PER_STEP)
-    return min(high, max(low, 1 << (fit.bit_length() - 1)))
-
-
-@functools.cache
-def _cuda_memory(index: int | None) -> int:
-    index = torch.cuda.current_device() if index is None else index
-    return torch.cuda.get_device_properties(index).total_memory
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to the dtype ``amp`` names on ``device`` (a no-op for ``"off"``)."""
-    if AMP[amp] is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=AMP[amp])
+    def chunk(self, t0: int, steps: int) -> ChunkSpec:
+        """The spec of the chunk of ``steps`` steps from ``t0``."""
+        return ChunkSpec(steps, self.T, t0, self.encoding == "direct", self.deferred, self.amp != "off")
 
 
 def _repeat(x: Tensor, steps: int) -> Tensor:
     """``[N, ...]`` -> ``[steps * N, ...]`` (the same value at every step)."""
     return x.unsqueeze(0).expand(steps, *x.shape).reshape(steps * x.shape[0], *x.shape[1:])
-
-
-def poisson(x: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
-    """Rate-coded input ``[steps * N, ...]``: spikes of height ``max|x|`` (per sample) whose mean is x."""
-    scale = _scale(x)
-    p = (x.abs() / scale).expand(steps, *x.shape)
-    fire = torch.rand(p.shape, generator=generator, device=x.device, dtype=x.dtype) < p
-    return (fire * (torch.sign(x) * scale)).reshape(steps * x.shape[0], *x.shape[1:])
-
-
-def switch(x: Tensor, t0: int, steps: int, T: int) -> Tensor:
-    """Temporal-switch-coded input (Han & Roy 2020) for steps ``t0 .. t0 + steps - 1`` of ``T``,
-    ``[steps * N, ...]``: each element is switched on at step 0 (at height ``max|x|`` per sample,
-    with its sign) and off after ``round(T |x| / max|x|)`` steps, so its mean over ``T`` is ~x."""
-    scale = _scale(x)
-    on_steps = torch.round(x.abs() / scale * T)
-    t = torch.arange(t0, t0 + steps, device=x.device).view(-1, *([1] * x.dim()))
-    return ((t < on_steps) * (torch.sign(x) * scale)).reshape(steps * x.shape[0], *x.shape[1:])
-
-
-def _scale(x: Tensor) -> Tensor:
-    return x.abs().flatten(1).amax(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-
-
-def encode(
-    x: Tensor, encoding: str, t0: int, steps: int, T: int, generator: torch.Generator | None = None
-) -> Tensor:
-    """The input as the network sees it at steps ``t0 .. t0 + steps - 1`` of ``T``: ``x`` itself
-    (``"direct"``: a constant current), or spikes ``[steps * N, ...]`` (``"poisson"``, ``"switch"``)."""
-    if encoding == "direct":
-        return x
-    if encoding == "poisson":
-        return poisson(x, steps, generator)
-    if encoding == "switch":
-        return switch(x, t0, steps, T)
-    raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
 
 
 def residual_adds(gm: fx.GraphModule) -> frozenset[fx.Node]:
@@ -138,7 +90,23 @@ def residual_adds(gm: fx.GraphModule) -> frozenset[fx.Node]:
     return frozenset(adds)
 
 
-class _Sum(tuple):
+def changes_over_time(gm: fx.GraphModule, encoding: str) -> frozenset[fx.Node]:
+    """The nodes of ``gm`` whose values differ from step to step, as the engine runs them: the input
+    unless it is a constant current (``"direct"``), every neuron, and whatever reads one of those.
+    The engine also reshapes a shape read (``x.size()``) of a constant value for the time-folded
+    batch; that is bookkeeping, not a value that changes, and is not counted here."""
+    temporal: set[fx.Node] = set()
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            changes = encoding != "direct"
+        else:
+            changes = is_neuron(gm, n) or any(a in temporal for a in n.all_input_nodes)
+        if changes:
+            temporal.add(n)
+    return frozenset(temporal)
+
+
+class _DeferredAdd(tuple):
     """A deferred ``a + b`` (see :func:`residual_adds`): ``(a, b)``, each ``[steps, N, ...]`` if
     it is temporal, else ``[N, ...]``."""
 
@@ -149,22 +117,20 @@ class _Chunk(fx.Interpreter):
     def __init__(
         self,
         gm: fx.GraphModule,
-        steps: int,
-        T: int,
+        spec: ChunkSpec,
         state: dict[str, Tensor],
         static: dict[fx.Node, tuple[Any, bool]],
-        static_input: bool,
         spike_counts: dict[str, Tensor] | None = None,
-        deferred: frozenset[fx.Node] = frozenset(),
-        amp: bool = False,
-        t0: int = 0,
     ) -> None:
         super().__init__(gm)
-        self.steps, self.T, self.state, self.static, self.t0 = steps, T, state, static, t0
-        self.static_input, self.spike_counts, self.deferred = static_input, spike_counts, deferred
-        self.amp = amp  # stateless ops run under autocast; neurons get float32 inputs
+        self.spec, self.state, self.static, self.spike_counts = spec, state, static, spike_counts
         self.temporal: set[fx.Node] = set()  # values that differ from step to step
         self.batched: set[fx.Node] = set()  # values with a batch dimension (not constants)
+
+    @property
+    def steps(self) -> int:
+        """Time steps in this chunk."""
+        return self.spec.steps
 
     def _load(self, node: fx.Node, expand: bool) -> Any:
         value = self.env[node]
@@ -182,15 +148,15 @@ class _Chunk(fx.Interpreter):
         temporal = any(a in self.temporal for a in inputs)
         batched = n.op == "placeholder" or any(a in self.batched for a in inputs)
         if n.op == "placeholder":
-            temporal = not self.static_input
+            temporal = not self.spec.static_input
         neuron = is_neuron(self.module, n)
         is_shape = n.target in ("size", "shape") or (n.op == "call_function" and n.target is getattr)
-        defer = temporal and n in self.deferred and self._summable(n)
+        defer = temporal and n in self.spec.deferred and self._summable(n)
         expand = temporal and not neuron and not defer
         args = fx.node.map_arg(n.args, lambda a: self._load(a, expand))
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self._load(a, expand))
         if defer:
-            out = _Sum(self._unfold(value, a in self.temporal) for a, value in zip(n.args, args))
+            out = _DeferredAdd(self._unfold(value, a in self.temporal) for a, value in zip(n.args, args))
         elif neuron:
             out = self._neuron(n.target, args[0], temporal)
             temporal = True
@@ -224,20 +190,20 @@ class _Chunk(fx.Interpreter):
     def _unfold(self, x: Tensor, temporal: bool) -> Tensor:
         return x.view(self.steps, -1, *x.shape[1:]) if temporal else x
 
-    def _neuron(self, name: str, x: Tensor | _Sum, temporal: bool) -> Tensor:
-        if self.amp:  # the membrane potential and the scan stay in float32
+    def _neuron(self, name: str, x: Tensor | _DeferredAdd, temporal: bool) -> Tensor:
+        if self.spec.amp:  # the membrane potential and the scan stay in float32
             with torch.autocast(_device_of(x).type, enabled=False):
                 return self._scan(name, _float32(x), temporal)
         return self._scan(name, x, temporal)
 
-    def _scan(self, name: str, x: Tensor | _Sum, temporal: bool) -> Tensor:
+    def _scan(self, name: str, x: Tensor | _DeferredAdd, temporal: bool) -> Tensor:
         neuron: IFNeuron = self.submodules[name]
-        x, residual = x if isinstance(x, _Sum) else (self._unfold(x, temporal), None)
+        x, residual = x if isinstance(x, _DeferredAdd) else (self._unfold(x, temporal), None)
         v = self.state.get(name)
         if v is None:
             one = x if residual is None or residual.dim() < x.dim() else residual
             v = neuron.init_state(one[0] if temporal else one)
-        out, self.state[name] = neuron.scan(x, v, self.steps, self.T, residual, t0=self.t0)
+        out, self.state[name] = neuron.scan(x, v, self.steps, self.spec.T, residual, t0=self.spec.t0)
         if self.spike_counts is not None:
             count = out.ne(0).sum((0, 1), dtype=torch.float64)
             self.spike_counts[name] = self.spike_counts.get(name, 0) + count
@@ -250,13 +216,13 @@ class _Chunk(fx.Interpreter):
         return y
 
 
-def _device_of(x: Tensor | _Sum) -> torch.device:
-    return x[0].device if isinstance(x, _Sum) else x.device
+def _device_of(x: Tensor | _DeferredAdd) -> torch.device:
+    return x[0].device if isinstance(x, _DeferredAdd) else x.device
 
 
-def _float32(x: Tensor | _Sum) -> Tensor | _Sum:
+def _float32(x: Tensor | _DeferredAdd) -> Tensor | _DeferredAdd:
     """A neuron's input current(s) in float32 (autocast leaves conv outputs in half precision)."""
-    return _Sum(v.float() for v in x) if isinstance(x, _Sum) else x.float()
+    return _DeferredAdd(v.float() for v in x) if isinstance(x, _DeferredAdd) else x.float()
 
 
 def run_nodes(
@@ -277,7 +243,7 @@ def run_nodes(
     neurons start from ``v0``) and leave theirs there. Returns every value by node, and the nodes
     whose values are temporal.
     """
-    engine = _Chunk(gm, steps, T or steps, {} if state is None else state, {}, static_input=True)
+    engine = _Chunk(gm, ChunkSpec(steps, T or steps), {} if state is None else state, {})
     engine.env, engine.temporal, engine.batched = dict(values), set(temporal), set(values)
     for n in nodes:
         engine.env[n] = engine.run_node(n)
@@ -303,11 +269,12 @@ def simulate(
         x: input batch, fed as a constant current (``"direct"``) or as Poisson spikes.
         T: number of time steps.
         every_step: also return the running average at every step.
-        encoding: ``"direct"``, ``"poisson"`` or ``"switch"`` (see :func:`encode`).
+        encoding: ``"direct"``, ``"poisson"`` or ``"switch"``
+            (see :func:`~snncal.core.encoding.encode_input`).
         max_batch: largest time-folded batch ``steps * images``: images run in groups of
             ``max_batch // min(T, SCAN_BLOCK)``, each for ``T`` steps in chunks of
             ``max_batch // group`` steps, which bounds memory whatever ``T`` is (``None``:
-            :func:`auto_max_batch` of ``x``'s device).
+            :func:`~snncal.core.device.auto_max_batch` of ``x``'s device).
         generator: random source for Poisson encoding.
         spike_counts: if given, each neuron's spikes are added to ``spike_counts[name]``, one count
             per element ``[C, ...]``, summed over images and steps (firing rates, synaptic ops).
@@ -325,12 +292,10 @@ def simulate(
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
     if amp not in AMP:
         raise ValueError(f"amp must be one of {', '.join(AMP)}, got {amp!r}")
-    max_batch = max_batch or auto_max_batch(x.device)
-    group = max(1, max_batch // min(T, SCAN_BLOCK))
-    deferred = residual_adds(gm)
+    spec = RunSpec(T, encoding, every_step, max_batch or auto_max_batch(x.device), amp, residual_adds(gm))
+    group = max(1, spec.max_batch // min(T, SCAN_BLOCK))
     outs = [
-        _simulate_group(gm, x[i : i + group], T, every_step, encoding, max_batch, generator,
-                        spike_counts, deferred, amp)
+        _simulate_group(gm, x[i : i + group], spec, generator, spike_counts)
         for i in range(0, max(1, x.shape[0]), group)
     ]
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1 if every_step else 0)
@@ -339,38 +304,33 @@ def simulate(
 def _simulate_group(
     gm: fx.GraphModule,
     x: Tensor,
-    T: int,
-    every_step: bool,
-    encoding: str,
-    max_batch: int,
-    generator: torch.Generator | None,
-    spike_counts: dict[str, Tensor] | None,
-    deferred: frozenset[fx.Node],
-    amp: str = "off",
+    spec: RunSpec,
+    generator: torch.Generator | None = None,
+    spike_counts: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """:func:`simulate` of one group of images, in chunks of time steps that carry the state."""
-    chunk = max(1, min(T, max_batch // max(1, x.shape[0])))
+    T = spec.T
+    chunk = max(1, min(T, spec.max_batch // max(1, x.shape[0])))
     state: dict[str, Tensor] = {}
     static: dict[fx.Node, tuple[Any, bool]] = {}
     total, history = None, []
     for t0 in range(0, T, chunk):
         steps = min(chunk, T - t0)
-        inp = encode(x, encoding, t0, steps, T, generator)
-        engine = _Chunk(gm, steps, T, state, static, encoding == "direct", spike_counts, deferred,
-                        amp != "off", t0)
-        with autocast(x.device, amp):
+        inp = encode_input(x, spec.encoding, t0, steps, T, generator)
+        engine = _Chunk(gm, spec.chunk(t0, steps), state, static, spike_counts)
+        with autocast(x.device, spec.amp):
             y = engine.run(inp)
-        y = y if amp == "off" else y.float()
+        y = y if spec.amp == "off" else y.float()
         y = y.view(steps, x.shape[0], *y.shape[1:]) if y.shape[0] == steps * x.shape[0] else (
             y.unsqueeze(0).expand(steps, *y.shape)
         )
         # one left-to-right running sum, so chunked and unchunked runs round identically
         cum = y.cumsum(0) if total is None else torch.cat([total[None], y]).cumsum(0)[1:]
         total = cum[-1]
-        if every_step:
+        if spec.every_step:
             history.append(cum / torch.arange(t0 + 1, t0 + steps + 1, device=y.device).view(
                 -1, *([1] * (y.dim() - 1))))
-    return torch.cat(history) if every_step else total / T
+    return torch.cat(history) if spec.every_step else total / T
 
 
 class _AnnView(fx.Interpreter):
@@ -383,7 +343,7 @@ class _AnnView(fx.Interpreter):
         return super().call_module(target, args, kwargs)
 
 
-def run_ann(gm: fx.GraphModule, x: Tensor) -> Tensor:
+def run_as_ann(gm: fx.GraphModule, x: Tensor) -> Tensor:
     """The ANN output of a spiking graph (neurons replaced by their ReLU)."""
     return _AnnView(gm).run(x)
 
@@ -393,8 +353,8 @@ class SpikingNetwork(nn.Module):
 
     All state is named tensors: neuron thresholds and initial potentials are buffers of the graph
     (``state_dict()`` keys such as ``layer1.0.relu.threshold``), named after the ANN's activations.
-    ``max_batch`` ``None`` follows the input's device (:func:`auto_max_batch`); ``amp`` names the
-    autocast dtype of the stateless ops (see :func:`simulate`).
+    ``max_batch`` ``None`` follows the input's device (:func:`~snncal.core.device.auto_max_batch`);
+    ``amp`` names the autocast dtype of the stateless ops (see :func:`simulate`).
     """
 
     def __init__(
@@ -434,4 +394,4 @@ class SpikingNetwork(nn.Module):
     def ann(self, x: Tensor) -> Tensor:
         """This graph run as an ANN (each neuron as its ReLU). Before calibration it is the converted
         ANN (BN folded); calibration changes weights and biases, so afterwards it is not."""
-        return run_ann(self.graph, x)
+        return run_as_ann(self.graph, x)

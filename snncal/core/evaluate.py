@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from snncal.core import distributed as dist
+from snncal.core.device import module_device
+from snncal.core.encoding import expected_spikes
 from snncal.core.engine import SpikingNetwork, simulate
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "Evaluation",
     "LayerError",
     "LayerRate",
+    "SpikeCounts",
+    "count_spikes",
     "evaluate",
     "firing_rates",
     "input_batches",
@@ -90,7 +94,7 @@ def evaluate(
     """
     spiking = isinstance(model, SpikingNetwork)
     reference = ann if spiking else model
-    device = torch.device(device) if device is not None else _device(model)
+    device = torch.device(device) if device is not None else module_device(model)
     loader = _loader(data, batch_size, num_workers, device)
     Ts = sorted(set(T)) if spiking else []
     if any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in Ts):
@@ -99,49 +103,41 @@ def evaluate(
     modes = [(m, m.training) for m in (model, reference) if m is not None]
     for m, _ in modes:
         m.eval()
-    # per T: correct, agreeing, squared logit error; then the ANN's top-1, top-5, cross-entropy and
-    # the image count: summed on the device (no sync per batch), reduced over ranks at the end
-    sums = torch.zeros(3 * len(Ts) + 4, dtype=torch.float64, device=device)
+    sums = _Counters(len(Ts), device)
     try:
         for x, y in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            sums[-1] += len(y)
+            sums.images.add_(len(y))
             ref = None
             if reference is not None:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     ref = reference(x).float()
                 top = ref.topk(min(5, ref.shape[1]), 1).indices
-                sums[-4:-1] += torch.stack([(top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum(),
-                                            F.cross_entropy(ref, y, reduction="sum")]).double()
+                sums.ann.add_(torch.stack([(top[:, 0] == y).sum(), (top == y[:, None]).any(1).sum(),
+                                          F.cross_entropy(ref, y, reduction="sum")]).double())
             if spiking:
                 out = model.simulate(x, T=Ts[-1], every_step=True)[steps_at]  # [len(Ts), N, classes]
                 pred = out.argmax(-1)
-                sums[: len(Ts)] += (pred == y).sum(-1)
+                sums.correct.add_((pred == y).sum(-1))
                 if ref is not None:
-                    sums[len(Ts) : 2 * len(Ts)] += (pred == ref.argmax(-1)).sum(-1)
-                    sums[2 * len(Ts) : 3 * len(Ts)] += ((out.double() - ref.double()) ** 2).sum((1, 2))
+                    sums.agreeing.add_((pred == ref.argmax(-1)).sum(-1))
+                    sums.logit_se.add_(((out.double() - ref.double()) ** 2).sum((1, 2)))
     finally:
         for m, training in modes:
             m.train(training)
-    sums = dist.all_reduce_sum(sums).cpu()
-    total = int(sums[-1])
+    sums = sums.reduced()
+    total = int(sums.images)
     n = max(total, 1)
     result = Evaluation(total)
     if reference is not None:
-        result.ann, result.ann_top5 = (100 * sums[-4:-2] / n).tolist()
-        result.ann_loss = float(sums[-2] / n)
+        result.ann, result.ann_top5 = (100 * sums.ann[:2] / n).tolist()
+        result.ann_loss = float(sums.ann[2] / n)
     if spiking:
-        k = len(Ts)
-        result.snn = dict(zip(Ts, (100 * sums[:k] / n).tolist(), strict=True))
+        result.snn = dict(zip(Ts, (100 * sums.correct / n).tolist(), strict=True))
         if reference is not None:
-            result.agreement = dict(zip(Ts, (100 * sums[k : 2 * k] / n).tolist(), strict=True))
-            result.logit_mse = dict(zip(Ts, (sums[2 * k : 3 * k] / n).tolist(), strict=True))
+            result.agreement = dict(zip(Ts, (100 * sums.agreeing / n).tolist(), strict=True))
+            result.logit_mse = dict(zip(Ts, (sums.logit_se / n).tolist(), strict=True))
     return result
-
-
-def _device(model: nn.Module) -> torch.device:
-    first = next(iter(model.buffers()), next(iter(model.parameters()), None))
-    return first.device if first is not None else torch.device("cpu")
 
 
 def _loader(data: Iterable | Dataset, batch_size: int, num_workers: int, device: torch.device) -> Iterable:
@@ -151,6 +147,25 @@ def _loader(data: Iterable | Dataset, batch_size: int, num_workers: int, device:
         return data
     return DataLoader(dist.shard(data), batch_size=batch_size, num_workers=num_workers,
                       pin_memory=device.type == "cuda")
+
+
+class _Counters:
+    """The counters of :func:`evaluate` in one float64 tensor (summed on the device, no sync per
+    batch, one reduction over ranks at the end), by name: per T the SNN's ``correct``, ``agreeing``
+    (with the ANN) and ``logit_se`` (squared logit error); the ANN's ``ann`` (top-1, top-5,
+    cross-entropy); the ``images`` counted."""
+
+    def __init__(self, k: int, device: torch.device, data: Tensor | None = None) -> None:
+        self.k = k
+        self.data = torch.zeros(3 * k + 4, dtype=torch.float64, device=device) if data is None else data
+        self.correct, self.agreeing = self.data[:k], self.data[k : 2 * k]
+        self.logit_se = self.data[2 * k : 3 * k]
+        self.ann, self.images = self.data[3 * k : 3 * k + 3], self.data[3 * k + 3]
+
+    def reduced(self) -> _Counters:
+        """The sums over every rank, on the CPU."""
+        data = dist.all_reduce_sum(self.data).cpu()
+        return _Counters(self.k, data.device, data)
 
 
 @dataclass
@@ -168,7 +183,59 @@ class LayerRate:
     T: int
 
 
+@dataclass
+class SpikeCounts:
+    """What one simulation loop over some images counted: per neuron, its spikes per element
+    ``[C, ...]`` summed over images and steps (``counts``); the number of ``images``; ``T``; the
+    expected input spikes per element under a spiking input encoding (``input_events``, 0.0 under
+    direct encoding); and the first image ``[1, ...]`` on the network's device."""
+
+    counts: dict[str, Tensor]
+    images: int
+    T: int
+    input_events: Tensor | float
+    first: Tensor
+
+    def layer(self, name: str, neurons: int | None = None) -> LayerRate:
+        """The :class:`LayerRate` of neuron ``name`` (``neurons`` per image: its count's size if
+        not given)."""
+        count = self.counts.get(name)
+        n = (0 if count is None else count.numel()) if neurons is None else neurons
+        total = 0.0 if count is None else float(count.sum())
+        return LayerRate(name, n, total / max(1, n * self.images * self.T), total / self.images, self.T)
+
+
 @torch.no_grad()
+def count_spikes(
+    snn: SpikingNetwork,
+    data: Tensor | Iterable,
+    T: int | None = None,
+    max_images: int | None = None,
+    *,
+    amp: str | None = None,
+    caller: str = "count_spikes",
+) -> SpikeCounts:
+    """Simulate ``snn`` on ``data`` for ``T`` steps (default ``snn.T``), counting every neuron's
+    spikes: the one loop behind :func:`firing_rates` and :func:`snncal.stats`. ``amp`` overrides
+    the network's autocast setting; ``caller`` names the function in the error raised on no images."""
+    T = snn.T if T is None else T
+    device = module_device(snn)
+    counts: dict[str, Tensor] = {}
+    events: Tensor | float = 0.0
+    first, seen = None, 0
+    for x in input_batches(data, max_images):
+        x = x.to(device)
+        first = x[:1] if first is None else first
+        simulate(snn.graph, x, T, encoding=snn.encoding, max_batch=snn.max_batch,
+                 spike_counts=counts, amp=snn.amp if amp is None else amp)
+        if snn.encoding != "direct":
+            events = events + expected_spikes(x, T)
+        seen += len(x)
+    if seen == 0:
+        raise ValueError(f"{caller} got no images")
+    return SpikeCounts(counts, seen, T, events, first)
+
+
 def firing_rates(
     snn: SpikingNetwork,
     data: Tensor | Iterable,
@@ -186,22 +253,8 @@ def firing_rates(
     Returns:
         One :class:`LayerRate` per neuron layer, in graph order.
     """
-    T = snn.T if T is None else T
-    device = _device(snn)
-    counts: dict[str, Tensor] = {}
-    seen = 0
-    for x in input_batches(data, max_images):
-        simulate(snn.graph, x.to(device), T, encoding=snn.encoding, max_batch=snn.max_batch,
-                 spike_counts=counts, amp=snn.amp)
-        seen += len(x)
-    if seen == 0:
-        raise ValueError("firing_rates got no images")
-    rates = []
-    for name in snn.neurons():
-        n = counts[name].numel() if name in counts else 0
-        total = float(counts[name].sum()) if name in counts else 0.0
-        rates.append(LayerRate(name, n, total / max(1, n * seen * T), total / seen, T))
-    return rates
+    spikes = count_spikes(snn, data, T, max_images, caller="firing_rates")
+    return [spikes.layer(name) for name in snn.neurons()]
 
 
 def input_batches(data: Tensor | Iterable, max_images: int | None = None) -> Iterator[Tensor]:

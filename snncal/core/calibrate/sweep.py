@@ -24,7 +24,9 @@ from snncal.core.calibrate.reports import LayerStats
 from snncal.core.calibrate.segments import Segment, segments
 from snncal.core.calibrate.store import MemoryBudget, SpikeStore, spill_folder
 from snncal.core.calibrate.sums import ExactSum, all_reduce_exact
-from snncal.core.engine import auto_max_batch, encode, run_nodes
+from snncal.core.device import auto_max_batch
+from snncal.core.encoding import encode_input
+from snncal.core.engine import run_nodes
 
 __all__ = ["CPU_SWEEP_BATCH", "Sweep"]
 
@@ -62,7 +64,7 @@ class Sweep:
             SNN); without, only the ANN is run.
         max_batch: the largest time-folded batch ``T * images`` of a simulated minibatch
             (``None``: :data:`CPU_SWEEP_BATCH` off CUDA, else
-            :func:`~snncal.core.engine.auto_max_batch` of the images' device).
+            :func:`~snncal.core.device.auto_max_batch` of the images' device).
         ann_batch: images per ANN segment run (``None``: all at once).
         cache_bytes: memory for the spike trains (beyond it they are spilled to ``spill_dir``),
             then for the input currents of the layer being calibrated (computed again beyond it).
@@ -182,7 +184,7 @@ class Sweep:
             if n is self.placeholder:
                 x = self.images[self.slices[b]]
                 if self.encoding != "direct":
-                    x = encode(x, self.encoding, 0, self.T, self.T, self.generator)
+                    x = encode_input(x, self.encoding, 0, self.T, self.T, self.generator)
                     temporal.add(n)
                 values[n] = x
             else:

@@ -34,7 +34,9 @@ import torch
 from torch import Tensor
 
 from snncal.core.calibrate import CalibrationReport, LayerReport
-from snncal.core.engine import AMP, ENCODINGS, SpikingNetwork
+from snncal.core.device import AMP
+from snncal.core.encoding import ENCODINGS
+from snncal.core.engine import SpikingNetwork
 from snncal.core.export.graph_data import build_graph, graph_data
 from snncal.core.files import FileFormatError, checkpoint_paths, read_tensors, to_plain, write_tensors
 from snncal.core.files import read_meta as read_file_meta
