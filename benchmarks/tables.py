@@ -204,20 +204,21 @@ def pytorchcv(data: dict) -> str:
 
 def fidelity(data: dict) -> str:
     """`benchmarks/fidelity.py --model`: random-weight SNNs against their ANN and their ideal
-    ClipFloor network (relative logit MSE, top-1 agreement %), and the per-layer input error
-    (mean over neurons, relative to the ANN activation's mean square) by the kind of layer."""
+    ClipFloor network (relative logit MSE, top-1 agreement %), and each neuron's total error
+    (``layer_errors``: its rate against the ANN activation, relative to the activation's mean
+    square) averaged over the neurons of each kind of layer."""
     body = []
     for r in data["rows"]:
         split = []
         for kind in ("depthwise", "pointwise", "other"):
-            rel = [e["input"] / e["target"] for e in r.get("layers", []) if e["kind"] == kind and e["target"]]
+            rel = [e["total"] / e["target"] for e in r.get("layers", []) if e["kind"] == kind and e["target"]]
             split.append(f"{statistics.fmean(rel):.3g} (n={len(rel)})" if rel else "-")
         body.append([r["model"], r["method"], r["T"], f"{r['ann_rel_mse']:.3g}", f"{r['ann_agreement']:.0f}",
                      f"{r['clipfloor_rel_mse']:.3g}", f"{r['clipfloor_agreement']:.0f}",
                      f"{r['clipfloor_vs_ann_rel_mse']:.3g}", *split])
     return markdown_table(["model", "method", "T", "SNN vs ANN: rel. MSE", "agreement %",
                            "SNN vs ClipFloor: rel. MSE", "agreement %", "ClipFloor vs ANN: rel. MSE",
-                           "depthwise: input error", "pointwise", "other"], body)
+                           "layer error: depthwise", "pointwise", "other"], body)
 
 
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
