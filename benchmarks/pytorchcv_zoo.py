@@ -3,15 +3,16 @@
 Each model is built on the meta device (no memory, no download); one whose output on a batch of
 its ``in_size`` is not ``[N, classes]`` is not a classifier (segmentation, detection, pose, ...)
 and is left out. A classifier is traced and checked by snncal's own graph passes on the meta
-device (`snncal.core.graph`: trace, one activation module per call, max pools to average pools,
-the op check); a refusal
-records the product's one-line reason (the op and the source line). The first of each family and data set
-that passes (every one, with ``--convert all``: about 40 minutes) is built again
-with random weights and converted (`snncal.convert`, max thresholds, T = 2, max pools replaced by
-average pools, one image of its ``in_size``); the row records the number of IF neurons and how far
-the converted graph's ANN (`snn.ann`) is from the model, relative to the model's largest output
+device (`snncal.core.graph`: trace, one activation module per call, dropout removed, max pools to
+average pools, the op check); a refusal records the product's one-line reason (the op and the
+source line). The first of each family and data set that passes (every one, with ``--convert
+all``: about an hour) is built again with random weights and converted (`snncal.convert`, max
+thresholds, T = 2, max pools replaced by average pools, one image of its ``in_size``); the row
+records the number of IF neurons and how far the converted graph's ANN (`snn.ann`) is from the
+model, relative to the model's largest output
 (for models without max pools, whose replacement changes the ANN, it must be below 1e-4).
-The record of docs/results.md (docs/data/pytorchcv_zoo.json), a few minutes on one thread:
+The record of docs/results.md (docs/data/pytorchcv_zoo.json), about 40 minutes on one
+thread (most of it tracing pytorchcv's 1000-layer CIFAR networks):
 
     python benchmarks/pytorchcv_zoo.py --threads 1 --out docs/data/pytorchcv_zoo.json
 
@@ -71,7 +72,8 @@ def meta_check(name: str) -> dict:
         return {"input": "x".join(map(str, size)), "result": "not a classifier"}
     gm = trace(net)
     propagate(gm, x)
-    check_supported(passes.maxpool_to_avgpool(passes.canonicalize_activations(gm)))
+    gm = passes.remove_dropout(passes.canonicalize_activations(gm))
+    check_supported(passes.maxpool_to_avgpool(gm))
     return {"input": "x".join(map(str, size)), "classes": out.shape[1]}
 
 

@@ -198,7 +198,7 @@ def pytorchcv(data: dict) -> str:
         tried = sum(r["result"] == "converts" for r in rows)
         body.append([fam, len(rows), len(ok), tried, len(rows) - len(ok), reasons])
     body.append(["**all**", *(sum(b[i] for b in body) for i in range(1, 5)), ""])
-    return markdown_table(["pytorchcv family", "classifiers", "convert", "converted here", "refused",
+    return markdown_table(["pytorchcv family", "models tried", "convert", "converted here", "refused",
                            "what refuses them"], body)
 
 
