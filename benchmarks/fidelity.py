@@ -15,6 +15,18 @@ Example (docs/results.md):
 
     python benchmarks/fidelity.py --ckpt runs/resnet20_he_cifar10/best --data data/cifar10 \\
         --T 16 --method advanced --set weight_lr=1e-3 --threads 1
+
+With ``--model`` instead of a checkpoint, a zoo model with random weights (BatchNorm statistics
+randomised) on uniform random images: no data set, no training. Each ``--methods`` x ``--Ts``
+row compares the SNN's logits with the ANN's and with the ideal ClipFloor network's (the
+converted graph with each neuron replaced by ``clip_floor`` of its input at the neuron's threshold
+and initial potential: what the SNN computes if every neuron received a constant current), as a
+relative mean squared error and a top-1 agreement; with ``--layers``, each neuron's error split,
+tagged depthwise / pointwise / other by the convolution that feeds it. The record of
+docs/results.md (docs/data/fidelity_depthwise.json), a few minutes on one thread:
+
+    python benchmarks/fidelity.py --model tv_mobilenet_v2 tv_mnasnet0_5 tv_regnet_x_400mf \\
+        --methods none light --Ts 32 256 --layers --threads 1 --out docs/data/fidelity_depthwise.json
 """
 
 from __future__ import annotations
@@ -24,11 +36,14 @@ import json
 import time
 
 import torch
+from record import provenance, write_json
+from torch import Tensor, fx, nn
 
 import snncal
 from snncal.ann.checkpoint import load_checkpoint
 from snncal.ann.data import build_dataset
 from snncal.core.evaluate import layer_errors
+from snncal.core.neuron import IFNeuron, clip_floor
 from snncal.core.subsets import describe_subset, evenly_spaced
 
 
@@ -44,20 +59,118 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
+class _ClipFloorView(fx.Interpreter):
+    """Runs a spiking graph as its ideal ClipFloor network: each neuron as ``clip_floor`` of its
+    input, the rate it fires for a constant current over ``T`` steps."""
+
+    def __init__(self, gm: fx.GraphModule, T: int) -> None:
+        super().__init__(gm)
+        self.T = T
+
+    def call_module(self, target: str, args: tuple, kwargs: dict):
+        mod = self.submodules[target]
+        if isinstance(mod, IFNeuron):
+            return clip_floor(args[0], mod.threshold, self.T, mod.v0)
+        return super().call_module(target, args, kwargs)
+
+
+def _randomize_bn(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.3)
+    return model.eval()
+
+
+def _compare(out: Tensor, ref: Tensor) -> tuple[float, float]:
+    """Relative mean squared error and top-1 agreement (%) of ``out`` against ``ref``."""
+    rel = float(((out - ref) ** 2).mean() / (ref**2).mean().clamp_min(1e-12))
+    return rel, float((out.argmax(1) == ref.argmax(1)).float().mean() * 100)
+
+
+def layer_kinds(snn: snncal.SpikingNetwork) -> dict[str, str]:
+    """Each neuron's kind by the convolution that feeds it: depthwise (groups = channels > 1),
+    pointwise (1x1), other (a full convolution, a linear layer, a pool's convolution, a sum)."""
+    gm, kinds = snn.graph, {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), IFNeuron):
+            src = node.args[0]
+            conv = gm.get_submodule(src.target) if getattr(src, "op", None) == "call_module" else None
+            kind = "other"
+            if isinstance(conv, nn.Conv2d) and conv.groups > 1 and conv.groups == conv.in_channels:
+                kind = "depthwise"
+            elif isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1:
+                kind = "pointwise"
+            kinds[node.target] = kind
+    return kinds
+
+
+@torch.no_grad()
+def zoo_rows(args: argparse.Namespace) -> list[dict]:
+    """``--model``: rows of random-weight zoo models against their ANN and ClipFloor network."""
+    import snncal.ann.models as zoo
+
+    rows = []
+    for name in args.model:
+        torch.manual_seed(args.seed)
+        model = _randomize_bn(zoo.create(name, num_classes=10))
+        calib = torch.rand(args.calib_images, 3, args.size, args.size)
+        images = torch.rand(args.test_images, 3, args.size, args.size)
+        ann = model(images)
+        for method in args.methods:
+            for T in args.Ts:
+                cfg = snncal.ConvertConfig(T=T, method=method, seed=args.seed, **parse_set(args.set))
+                t0 = time.perf_counter()
+                snn = snncal.convert(model, calib, cfg)
+                out = snn.simulate(images, T)
+                floor = _ClipFloorView(snn.graph, T).run(images)
+                (mse_ann, agree_ann), (mse_cf, agree_cf) = _compare(out, ann), _compare(out, floor)
+                row = {"model": name, "method": method, "T": T, "input": f"{args.size}x{args.size}",
+                       "images": args.test_images, "ann_rel_mse": mse_ann, "ann_agreement": agree_ann,
+                       "clipfloor_rel_mse": mse_cf, "clipfloor_agreement": agree_cf,
+                       "clipfloor_vs_ann_rel_mse": _compare(floor, ann)[0],
+                       "seconds": time.perf_counter() - t0}
+                if args.layers:
+                    kinds, reference = layer_kinds(snn), snncal.convert(model, calib, cfg, method="none")
+                    row["layers"] = [{"name": e.name, "kind": kinds[e.name], "total": e.total,
+                                      "input": e.input, "temporal": e.temporal, "target": e.target}
+                                     for e in layer_errors(snn, images, reference)]
+                print({k: v for k, v in row.items() if k != "layers"}, flush=True)
+                rows.append(row)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--data", required=True, help="CIFAR-10 ImageFolder root")
+    p.add_argument("--ckpt")
+    p.add_argument("--data", help="CIFAR-10 ImageFolder root")
+    p.add_argument("--model", nargs="+", help="zoo models with random weights instead of --ckpt")
+    p.add_argument("--methods", nargs="+", default=["none", "light"], help="with --model")
+    p.add_argument("--Ts", nargs="+", type=int, default=[32, 256], help="with --model")
+    p.add_argument("--size", type=int, default=64, help="with --model: input height and width")
+    p.add_argument("--calib-images", type=int, default=32, help="with --model")
+    p.add_argument("--out", help="with --model: write the rows here (JSON)")
     p.add_argument("--T", type=int, default=32)
     p.add_argument("--method", default="advanced")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="ConvertConfig fields, e.g. weight_lr=1e-3 convert_avgpool=false")
-    p.add_argument("--test-images", type=int, default=2000)
+    p.add_argument("--test-images", type=int, default=2000, help="(--model: default 16)")
     p.add_argument("--layers", action="store_true", help="also split each layer's error")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.model:
+        if args.test_images == 2000:
+            args.test_images = 16
+        record = {"provenance": provenance(args.threads), "rows": zoo_rows(args)}
+        if args.out:
+            write_json(args.out, record)
+        return
+    if not (args.ckpt and args.data):
+        p.error("give --ckpt and --data, or --model")
     model, _ = load_checkpoint(args.ckpt)
     train = build_dataset("cifar10", args.data, "train", augment="none")
     full = build_dataset("cifar10", args.data, "test")

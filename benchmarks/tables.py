@@ -8,6 +8,8 @@ from a results file of `snncal sweep` / `snncal reproduce`.
     python benchmarks/tables.py calibration docs/data/calibration.json
     python benchmarks/tables.py nir docs/data/nir_zoo.json                # docs/interop.md
     python benchmarks/tables.py peers docs/data/peers.json
+    python benchmarks/tables.py pytorchcv docs/data/pytorchcv_zoo.json   # docs/results.md
+    python benchmarks/tables.py fidelity docs/data/fidelity_depthwise.json
     python benchmarks/tables.py suite docs/data/suite.json                # docs/benchmarks.md
     python benchmarks/tables.py accuracy docs/data/accuracy_resnet20_he.json \
         --methods none light advanced --T 16 32                           # docs/history.md
@@ -171,8 +173,58 @@ def suite(data: dict) -> str:
                            "make test, venv included (s)"], body)
 
 
+def _refusal(reason: str) -> str:
+    """``cannot convert node 'n' (op) at path/file.py:47 `source`: ...`` -> ``op (file.py:47)``."""
+    where = re.search(r"node '[^']+' \((.*?)\) at \S*?([^/\s]+:\d+)", reason)
+    return f"{where[1]} ({where[2]})" if where else reason.split(":")[0]
+
+
+def pytorchcv(data: dict) -> str:
+    """`benchmarks/pytorchcv_zoo.py`: pytorchcv's classifiers by family: how many pass snncal's
+    checks, how many of those were converted with random weights, and why the others are refused
+    (each reason with its count of models)."""
+    fams: dict[str, list[dict]] = {}
+    for r in data["rows"]:
+        if r["result"] != "not a classifier":
+            fams.setdefault(r["family"], []).append(r)
+    body = []
+    for fam, rows in sorted(fams.items()):
+        ok = [r for r in rows if r["result"] in ("converts", "checks pass")]
+        why: dict[str, int] = {}
+        for r in rows:
+            if r not in ok:
+                key = _refusal(r["reason"]) if r["result"] == "refused" else r["result"]
+                why[key] = why.get(key, 0) + 1
+        reasons = "; ".join(f"{k} ×{n}" if n > 1 else k for k, n in why.items()) or "-"
+        tried = sum(r["result"] == "converts" for r in rows)
+        body.append([fam, len(rows), len(ok), tried, len(rows) - len(ok), reasons])
+    body.append(["**all**", *(sum(b[i] for b in body) for i in range(1, 5)), ""])
+    return markdown_table(["pytorchcv family", "models tried", "convert", "converted here", "refused",
+                           "what refuses them"], body)
+
+
+def fidelity(data: dict) -> str:
+    """`benchmarks/fidelity.py --model`: random-weight SNNs against their ANN and their ideal
+    ClipFloor network (relative logit MSE, top-1 agreement %), and each neuron's total error
+    (``layer_errors``: its rate against the ANN activation, relative to the activation's mean
+    square) averaged over the neurons of each kind of layer."""
+    body = []
+    for r in data["rows"]:
+        split = []
+        for kind in ("depthwise", "pointwise", "other"):
+            rel = [e["total"] / e["target"] for e in r.get("layers", []) if e["kind"] == kind and e["target"]]
+            split.append(f"{statistics.fmean(rel):.3g} (n={len(rel)})" if rel else "-")
+        body.append([r["model"], r["method"], r["T"], f"{r['ann_rel_mse']:.3g}", f"{r['ann_agreement']:.0f}",
+                     f"{r['clipfloor_rel_mse']:.3g}", f"{r['clipfloor_agreement']:.0f}",
+                     f"{r['clipfloor_vs_ann_rel_mse']:.3g}", *split])
+    return markdown_table(["model", "method", "T", "SNN vs ANN: rel. MSE", "agreement %",
+                           "SNN vs ClipFloor: rel. MSE", "agreement %", "ClipFloor vs ANN: rel. MSE",
+                           "layer error: depthwise", "pointwise", "other"], body)
+
+
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
-            "nir": nir, "peers": peers, "suite": suite}
+            "nir": nir, "peers": peers, "suite": suite, "pytorchcv": pytorchcv,
+            "fidelity": fidelity}
 
 
 def reproduce(args: argparse.Namespace) -> str:

@@ -10,7 +10,7 @@ import torchvision
 
 import snncal.ann.models as zoo
 
-ZOO = [n for n in zoo.list() if not n.startswith("tv_")]
+ZOO = [n for n in zoo.list() if not n.startswith(("tv_", "pc_"))]
 TV = [n for n in zoo.list() if n.startswith("tv_")]
 IMAGENET = {"resnet34", "mobilenet"}
 RELU_FAMILY = (nn.ReLU, nn.ReLU6)

@@ -13,7 +13,7 @@ TV = [
     "tv_mobilenet_v2", "tv_regnet_x_400mf", "tv_resnet18", "tv_resnext50_32x4d",
     "tv_shufflenet_v2_x0_5", "tv_squeezenet1_1", "tv_vgg11_bn",
 ]  # fmt: skip
-ZOO = [name for name in snncal.ann.models.list() if not name.startswith("tv_")]
+ZOO = [name for name in snncal.ann.models.list() if not name.startswith(("tv_", "pc_"))]
 SIZE = {"tv_inception_v3": 96, "resnet34": 64, "mobilenet": 64}
 
 

@@ -277,10 +277,11 @@ def input_batches(data: Tensor | Iterable, max_images: int | None = None) -> Ite
 class LayerError:
     """How far one neuron's rate is from the ANN, as mean squared errors over images and elements.
 
-    ``total``: the rate (times ``Vth``) against the ANN activation; ``input``: ``ReLU`` of the
-    neuron's mean input current against it (what the layers before, and this layer's weights,
-    leave); ``temporal``: the rate against ``ClipFloor`` of that mean current (what the spike trains'
-    variation in time adds over a constant current); ``target``: the ANN activation's mean square.
+    ``total``: the rate (times ``Vth``) against the ANN activation; ``input``: the ANN activation
+    (``ReLU``, clipped for ReLU6) of the neuron's mean input current against it (what the layers
+    before, and this layer's weights, leave); ``temporal``: the rate against ``ClipFloor`` of that
+    mean current (what the spike trains' variation in time adds over a constant current);
+    ``target``: the ANN activation's mean square.
     """
 
     name: str
@@ -309,7 +310,7 @@ def layer_errors(snn: SpikingNetwork, images: Tensor, reference: SpikingNetwork)
             if rate is None:
                 continue
             floor = clip_floor(current, neuron.threshold, snn.T, neuron.v0)
-            mse = [float(((a - b) ** 2).mean()) for a, b in ((rate, target), (current.relu(), target),
-                                                               (rate, floor), (target, 0.0))]
+            pairs = ((rate, target), (neuron.relu(current), target), (rate, floor), (target, 0.0))
+            mse = [float(((a - b) ** 2).mean()) for a, b in pairs]
             rows.append(LayerError(layer.name, *mse))
     return rows

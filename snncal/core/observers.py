@@ -94,7 +94,11 @@ class HistogramObserver(nn.Module):
 
     def _centers(self) -> Tensor:
         frac = (torch.arange(self.bins, dtype=torch.float64) + 0.5) / self.bins
-        return self.max_val.double().cpu()[..., None] * frac
+        centers = self.max_val.double().cpu()[..., None] * frac
+        if self.cap is not None:  # inputs clipped to the cap sit at the cap, not inside the top bin
+            at_cap = self.max_val.double().cpu() >= self.cap
+            centers[..., -1] = torch.where(at_cap, self.cap, centers[..., -1])
+        return centers
 
     def mse(self, thresholds: Tensor, T: int) -> Tensor:
         """``||ReLU(x) - ClipFloor(x)||^2`` summed over the histogram, one value per threshold.

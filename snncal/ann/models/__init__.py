@@ -6,7 +6,7 @@
 True
 """
 
-from snncal.ann.models import cnn, mobilenet, resnet, tv, vgg  # noqa: F401  (fill the registry)
+from snncal.ann.models import cnn, mobilenet, pc, resnet, tv, vgg  # noqa: F401  (fill the registry)
 from snncal.ann.models._registry import create, get_constructor, list_models, register_model
 from snncal.ann.models.layers import Normalize, with_normalize
 

@@ -35,7 +35,7 @@ def rmp_threshold(layer: Layer, cfg: ConvertConfig) -> None:
 
     simulated over ``cfg.T`` steps: the smallest threshold at which no neuron's rate would
     exceed one spike per step. One value per layer (or per channel if configured)."""
-    observer = obs.MaxObserver(cfg.per_channel)
+    observer = obs.MaxObserver(cfg.per_channel, layer.neuron.ann_max)
     for _, x in layer.input_currents():
         observer(x.mean(0))
     top = observer.all_reduce().max_val

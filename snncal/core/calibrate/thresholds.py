@@ -130,7 +130,7 @@ def snn_max(layer: Layer, cfg: ConvertConfig, scale: float = 1.0) -> None:
         top = torch.stack([p.threshold.max() for p in partners]).max()
         set_threshold(layer, top, top)
         return
-    observer = obs.MaxObserver(cfg.per_channel)
+    observer = obs.MaxObserver(cfg.per_channel, layer.neuron.ann_max)  # ReLU6: no rate above 6
     for values, temporal in layer.input_trains():
         observer(layer.current_from(values, temporal))
     top = observer.all_reduce().max_val * scale
