@@ -1,10 +1,13 @@
 """How long the test suite takes: `make test` on a fresh clone of each given commit, one after another.
 
 Each commit is cloned into a temporary folder and runs the README's test command (`make test`: a
-fresh venv, the dev extras, ruff, pytest), as CI does. A row holds the commit, the number of tests
+fresh venv, the dev extras, ruff, pytest), as CI does, with an empty torch.compile kernel cache
+(``TORCHINDUCTOR_CACHE_DIR`` in the temporary folder), as on a new machine. A row holds the commit, the number of tests
 pytest ran and its own time (from its closing line), and the wall time of the whole `make test`
 (the venv install included). Commits run in the order given, in the same session, so their rows
-can be compared. The record in docs/benchmarks.md (docs/data/suite.json):
+can be compared. Rows of other commits already in ``--out`` are kept (with the provenance of the
+run that wrote them, under ``earlier_runs``). The record in docs/benchmarks.md
+(docs/data/suite.json):
 
     python benchmarks/suite.py --commits cc6980a main --out docs/data/suite.json
 """
@@ -12,6 +15,8 @@ can be compared. The record in docs/benchmarks.md (docs/data/suite.json):
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import subprocess
 import sys
@@ -32,8 +37,9 @@ def run(commit: str) -> dict:
         clone = Path(tmp) / "snncal"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         subprocess.run(["git", "-C", str(clone), "checkout", "-q", sha], check=True)
-        start = time.perf_counter()
-        done = subprocess.run(["make", "test"], cwd=clone, capture_output=True, text=True)
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor")}  # compiled
+        start = time.perf_counter()  # kernels cached by earlier runs would hide what a new machine pays
+        done = subprocess.run(["make", "test"], cwd=clone, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - start
     lines = [m for line in done.stdout.splitlines() if (m := SUMMARY.match(line.strip("= ")))]
     if done.returncode != 0 or not lines:
@@ -53,8 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     for commit in args.commits:
         rows.append(run(commit))
         print(rows[-1], flush=True)
-    if args.out:
-        write_json(args.out, {"provenance": provenance(threads=1), "rows": rows})  # conftest: 1 thread
+    if args.out:  # rows of other commits already in the file stay, with the provenance of their run
+        old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {"rows": []}
+        done = {r["commit"] for r in rows}
+        kept = [r for r in old["rows"] if r["commit"] not in done]
+        earlier = [*old.get("earlier_runs", []), old["provenance"]] if kept else []
+        write_json(args.out, {"provenance": provenance(threads=1), "earlier_runs": earlier,  # conftest:
+                              "rows": kept + rows})  # 1 thread
     return 0
 
 

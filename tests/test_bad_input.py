@@ -237,13 +237,16 @@ def test_no_file_a_user_can_place_runs_code(ann, fmnist, tmp_path, monkeypatch, 
     assert not marker.exists()
 
 
-def _sweep(out: Path, ann: Path, fmnist: Path) -> subprocess.Popen:
-    args = ["sweep", "--checkpoint", str(ann / "last"), "--data-dir", str(fmnist), "--methods", "none",
+def _sweep_args(out: Path, ann: Path, fmnist: Path) -> list[str]:
+    return ["sweep", "--checkpoint", str(ann / "last"), "--data-dir", str(fmnist), "--methods", "none",
             "light", "--T", "4", "8", "--test-images", "20", "--num-images", "16", "--batch-size", "8",
             "--out", str(out), *FAST]
+
+
+def _sweep(out: Path, ann: Path, fmnist: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.Popen([sys.executable, "-m", "snncal", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-m", "snncal", *_sweep_args(out, ann, fmnist)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _values(path: Path) -> dict:
@@ -265,8 +268,8 @@ def test_a_sweep_killed_mid_row_resumes_to_the_same_values(ann, fmnist, tmp_path
     proc.wait()
     done = _values(killed / "sweep.json")
     assert 1 <= len(done) < 4
-    assert _sweep(killed, ann, fmnist).wait(timeout=300) == 0
-    assert _sweep(tmp_path / "whole", ann, fmnist).wait(timeout=300) == 0
+    assert main(_sweep_args(killed, ann, fmnist)) == 0  # resumed (in this process: the kill is what
+    assert main(_sweep_args(tmp_path / "whole", ann, fmnist)) == 0  # needed a process of its own)
     resumed, whole = _values(killed / "sweep.json"), _values(tmp_path / "whole" / "sweep.json")
     assert len(whole) == 4 and resumed == whole
     assert {k: resumed[k] for k in done} == done  # the rows kept from before the kill are untouched

@@ -59,7 +59,7 @@ def test_calibration_steps_keep_the_clip(method):
 def test_calibration_targets_are_the_clipped_ann():
     net, x = _net(), _images()
     snn = snncal.convert(net, x, T=16, threshold="max")
-    with Sweep(snn.graph, x, snn.T, simulate=False) as ann:
+    with Sweep(snn.graph, x, snn.T, spiking=False) as ann:
         targets = {layer.name: layer.target for layer in ann.layers()}
     first = targets[next(iter(snn.neurons()))]
     torch.testing.assert_close(first, net[1](net[0](x)))

@@ -299,7 +299,7 @@ def layer_errors(snn: SpikingNetwork, images: Tensor, reference: SpikingNetwork)
     from snncal.core.calibrate import Sweep
     from snncal.core.neuron import clip_floor
 
-    with Sweep(reference.graph, images, reference.T, simulate=False) as ann:
+    with Sweep(reference.graph, images, reference.T, spiking=False) as ann:
         targets = {layer.name: layer.target for layer in ann.layers()}
     rows = []
     with Sweep(snn.graph, images, snn.T, encoding=snn.encoding, max_batch=snn.max_batch) as sweep:

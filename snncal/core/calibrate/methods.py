@@ -107,7 +107,7 @@ class Method:
     convert_avgpool: bool | None = None
 
     @property
-    def simulates(self) -> bool:
+    def reads_spikes(self) -> bool:
         """Whether any step reads the SNN's spike trains."""
         return any(STEPS[s].spikes for s in self.steps)
 

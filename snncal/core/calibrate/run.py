@@ -46,7 +46,7 @@ def run_steps(
     report = CalibrationReport(method.name, method.steps, cfg.T, int(num_images))
     start = time.perf_counter()
     with Sweep(
-        snn.graph, images, cfg.T, simulate=method.simulates, max_batch=cfg.max_batch,
+        snn.graph, images, cfg.T, spiking=method.reads_spikes, max_batch=cfg.max_batch,
         ann_batch=cfg.batch_size, encoding=cfg.encoding, cache_bytes=int(cfg.cache_gb * 2**30),
         seed=cfg.seed,
     ) as sweep:

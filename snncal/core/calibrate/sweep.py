@@ -60,7 +60,7 @@ class Sweep:
         gm: the spiking graph.
         images: the calibration images ``[N, ...]``.
         T: the simulation length calibrated for.
-        simulate: whether to simulate each layer and store its spike trains (steps that need the
+        spiking: whether to simulate each layer and store its spike trains (steps that need the
             SNN); without, only the ANN is run.
         max_batch: the largest time-folded batch ``T * images`` of a simulated minibatch
             (``None``: :data:`CPU_SWEEP_BATCH` off CUDA, else
@@ -78,7 +78,7 @@ class Sweep:
         images: Tensor,
         T: int,
         *,
-        simulate: bool = True,
+        spiking: bool = True,
         max_batch: int | None = None,
         ann_batch: int | None = None,
         encoding: str = "direct",
@@ -88,7 +88,7 @@ class Sweep:
     ) -> None:
         self.gm, self.images, self.T, self.encoding = gm, images, T, encoding
         self.num_images = int(dist.sum_scalars(len(images))[0])  # over every process's share
-        self.simulating, self.ann_batch = simulate, ann_batch or len(images)
+        self.spiking, self.ann_batch = spiking, ann_batch or len(images)
         if max_batch is None:
             cuda = images.device.type == "cuda"
             max_batch = auto_max_batch(images.device) if cuda else CPU_SWEEP_BATCH
@@ -125,7 +125,7 @@ class Sweep:
             return layer.last_stats
         layer.finished = True
         self.ann[layer.segment.neuron] = layer.target
-        if self.simulating:
+        if self.spiking:
             store = self.readers_left.get(layer.segment.neuron, 0) > 0
             if store or layer.last_stats is None:
                 layer.measure(store=store)

@@ -84,13 +84,8 @@ def if_scan(
 
 
 def if_count(
-    x: Tensor,
-    v: Tensor,
-    threshold: Tensor,
-    steps: int,
-    reset: str = "subtract",
-    bias: Tensor | float = 0.0,
-    spikes: bool = False,
+    x: Tensor, v: Tensor, threshold: Tensor, steps: int, *,
+    reset: str = "subtract", bias: Tensor | float = 0.0, spikes: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """:func:`if_scan` as calibration reads it: the number of spikes per element ``[N, ...]``
     (float), the final potential and, with ``spikes``, the spike trains as bool ``[steps, N, ...]``.

@@ -67,7 +67,7 @@ class IFNeuron(nn.Module):
         """A whole simulation of length ``T`` from state ``v``, as calibration reads it: spike
         counts, final state and, with ``spikes``, the bool spike trains; see :func:`if_count`."""
         bias = self.extra_current(0, T, T, v.dtype)
-        return if_count(x, v, self.threshold.to(v.dtype), T, self.reset, bias, spikes)
+        return if_count(x, v, self.threshold.to(v.dtype), T, reset=self.reset, bias=bias, spikes=spikes)
 
     # -- the extra current: the threshold shift and the time-dependent bias, in one place
     def shift_current(self, T: int, threshold: Tensor | None = None) -> Tensor | float:
