@@ -2,12 +2,12 @@
 
 Each commit is cloned into a temporary folder and runs the README's test command (`make test`: a
 fresh venv, the dev extras, ruff, pytest), as CI does, with an empty torch.compile kernel cache
-(``TORCHINDUCTOR_CACHE_DIR`` in the temporary folder), as on a new machine. A row holds the commit, the number of tests
-pytest ran and its own time (from its closing line), and the wall time of the whole `make test`
-(the venv install included). Commits run in the order given, in the same session, so their rows
-can be compared. Rows of other commits already in ``--out`` are kept (with the provenance of the
-run that wrote them, under ``earlier_runs``). The record in docs/benchmarks.md
-(docs/data/suite.json):
+(``TORCHINDUCTOR_CACHE_DIR`` in the temporary folder), as on a new machine. A row holds the
+commit, the number of tests pytest ran and its own time (from its closing line), and the wall
+time of the whole `make test` (the venv install included). Commits run in the order given, in
+the same session, so their rows can be compared. Rows of other commits already in ``--out`` are
+kept (with the provenance of the run that wrote them, under ``earlier_runs``). The record in
+docs/benchmarks.md (docs/data/suite.json):
 
     python benchmarks/suite.py --commits cc6980a main --out docs/data/suite.json
 """
