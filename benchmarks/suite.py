@@ -55,17 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commits", nargs="+", required=True, help="commits or branches, run in this order")
     ap.add_argument("--out", default=None, help="write the rows here (a docs/data record)")
     args = ap.parse_args(argv)
-    rows = []
+    old = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).exists() else {"rows": []}
+    rows: list[dict] = []
     for commit in args.commits:
         rows.append(run(commit))
         print(rows[-1], flush=True)
-    if args.out:  # rows of other commits already in the file stay, with the provenance of their run
-        old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {"rows": []}
-        done = {r["commit"] for r in rows}
-        kept = [r for r in old["rows"] if r["commit"] not in done]
-        earlier = [*old.get("earlier_runs", []), old["provenance"]] if kept else []
-        write_json(args.out, {"provenance": provenance(threads=1), "earlier_runs": earlier,  # conftest:
-                              "rows": kept + rows})  # 1 thread
+        if args.out:  # after every commit, so an interrupted run keeps what it measured; rows of
+            done = {r["commit"] for r in rows}  # other commits stay, with their run's provenance
+            kept = [r for r in old["rows"] if r["commit"] not in done]
+            earlier = [*old.get("earlier_runs", []), old["provenance"]] if kept else []
+            write_json(args.out, {"provenance": provenance(threads=1),  # tests: 1 thread (conftest)
+                                  "earlier_runs": earlier, "rows": kept + rows})
     return 0
 
 
