@@ -42,6 +42,7 @@ from torch import Tensor, fx, nn
 import snncal
 from snncal.ann.checkpoint import load_checkpoint
 from snncal.ann.data import build_dataset
+from snncal.ann.models import randomize_bn
 from snncal.core.evaluate import layer_errors
 from snncal.core.neuron import IFNeuron, clip_floor
 from snncal.core.subsets import describe_subset, evenly_spaced
@@ -72,16 +73,6 @@ class _ClipFloorView(fx.Interpreter):
         if isinstance(mod, IFNeuron):
             return clip_floor(args[0], mod.threshold, self.T, mod.v0)
         return super().call_module(target, args, kwargs)
-
-
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.1, 0.3)
-    return model.eval()
 
 
 def _compare(out: Tensor, ref: Tensor) -> tuple[float, float]:
@@ -115,7 +106,7 @@ def zoo_rows(args: argparse.Namespace) -> list[dict]:
     rows = []
     for name in args.model:
         torch.manual_seed(args.seed)
-        model = _randomize_bn(zoo.create(name, num_classes=10))
+        model = randomize_bn(zoo.create(name, num_classes=10))
         calib = torch.rand(args.calib_images, 3, args.size, args.size)
         images = torch.rand(args.test_images, 3, args.size, args.size)
         ann = model(images)

@@ -24,10 +24,10 @@ from pathlib import Path
 import tables
 import torch
 from record import provenance, write_json
-from torch import nn
 
 import snncal
 import snncal.ann.models as zoo
+from snncal.ann.models import randomize_bn
 from snncal.core.export.nir_reference import run_nir
 
 MODELS = [
@@ -47,16 +47,6 @@ def input_size(name: str) -> int:
     return 64 if name.startswith("tv_") or name in ("resnet34", "mobilenet") else 32
 
 
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.1, 0.3)
-    return model.eval()
-
-
 @torch.no_grad()
 def check(name: str, tmp: Path) -> dict:
     """Convert, export, read back and run one zoo model; its row."""
@@ -66,7 +56,7 @@ def check(name: str, tmp: Path) -> dict:
     width = 1.0 if name.startswith("tv_") else WIDTH
     row: dict = {"model": name, "width": width, "input": f"{size}x{size}", "T": T}
     torch.manual_seed(0)
-    model = _randomize_bn(zoo.create(name, num_classes=10, width=width))
+    model = randomize_bn(zoo.create(name, num_classes=10, width=width))
     x = torch.rand(BATCH, 3, size, size)
     t0 = time.perf_counter()
     try:

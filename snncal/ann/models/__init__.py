@@ -8,7 +8,7 @@ True
 
 from snncal.ann.models import cnn, mobilenet, pc, resnet, tv, vgg  # noqa: F401  (fill the registry)
 from snncal.ann.models._registry import create, get_constructor, list_models, register_model
-from snncal.ann.models.layers import Normalize, with_normalize
+from snncal.ann.models.layers import Normalize, randomize_bn, with_normalize
 
 list = list_models  # the documented name: snncal.ann.models.list()
 
@@ -18,6 +18,7 @@ __all__ = [
     "get_constructor",
     "list",
     "list_models",
+    "randomize_bn",
     "register_model",
     "with_normalize",
 ]

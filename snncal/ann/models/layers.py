@@ -10,6 +10,7 @@ import torch.nn as nn
 
 __all__ = [
     "Normalize",
+    "randomize_bn",
     "scale_channels",
     "with_normalize",
 ]
@@ -48,3 +49,15 @@ def scale_channels(channels: int, width: float) -> int:
     if width <= 0:
         raise ValueError(f"width must be > 0, got {width}")
     return max(1, round(channels * width))
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Give ``model``'s BatchNorms non-trivial statistics and affine parameters, and put it in eval
+    mode: a random-weight model then tests BN folding for real (tests, benchmarks)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.3)
+    return model.eval()
