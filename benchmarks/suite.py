@@ -31,8 +31,11 @@ SUMMARY = re.compile(r"^=* ?(?P<counts>.*\d+ passed.*?) in (?P<seconds>[\d.]+)s"
 
 def run(commit: str) -> dict:
     """One fresh clone of ``commit`` and its ``make test``."""
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", commit], check=True,
-                         capture_output=True, text=True).stdout.strip()
+    found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "--verify", "--quiet",
+                            f"{commit}^{{commit}}"], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"suite.py: {commit!r} is not a commit of {ROOT}")
+    sha = found.stdout.strip()
     with tempfile.TemporaryDirectory(prefix="snncal-suite-") as tmp:
         clone = Path(tmp) / "snncal"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
