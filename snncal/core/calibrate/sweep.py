@@ -90,8 +90,7 @@ class Sweep:
         self.num_images = int(dist.sum_scalars(len(images))[0])  # over every process's share
         self.spiking, self.ann_batch = spiking, ann_batch or len(images)
         if max_batch is None:
-            cuda = images.device.type == "cuda"
-            max_batch = auto_max_batch(images.device) if cuda else CPU_SWEEP_BATCH
+            max_batch = auto_max_batch(images.device, cpu=CPU_SWEEP_BATCH)
         self.batch = max(1, min(len(images), max_batch // T))
         self.slices = [slice(i, i + self.batch) for i in range(0, len(images), self.batch)]
         self.segments = segments(gm)
