@@ -43,6 +43,15 @@ def test_convert_then_evaluate(ann, fmnist, tmp_path, capsys) -> None:
     snn = load(out / "snn")
     assert snn.T == 8 and len(snn.neurons()) == 3
 
+    nir = pytest.importorskip("nir")
+    assert main(["export", "--snn", str(out / "snn"), "--nir", str(tmp_path / "sj.nir"),
+                 "--target", "spikingjelly"]) == 0
+    assert "for spikingjelly (spikingjelly.activation_based" in capsys.readouterr().out
+    graph = nir.read(tmp_path / "sj.nir")
+    neurons = [n for n in graph.nodes.values() if isinstance(n, nir.IF)]
+    assert len(neurons) == 3 and all((n.v_threshold == 1).all() for n in neurons)  # folded
+    assert not any(isinstance(n, nir.Scale) for n in graph.nodes.values())
+
     ev = tmp_path / "eval"
     assert main(["evaluate", "--snn", str(out / "snn"), "--data-dir", str(fmnist), "--T", "4", "8",
                  "--test-images", "30", "--rate-images", "20", "--stats", "--out", str(ev), *FAST]) == 0

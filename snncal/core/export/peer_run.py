@@ -6,8 +6,10 @@ current), returning the output averaged over the steps, as ``SpikingNetwork.simu
 ``match=True`` it sets, on the imported modules, what each peer lets a user set and NIR cannot say
 (docs/interop.md): single spikes and no clamp in sinabs, no leak in snnTorch, reset by subtraction
 in SpikingJelly, the initial potentials ``metadata["v0"]`` (not in Norse, whose executor
-keeps its own state), and a batch-keeping ``Flatten`` where
-an importer flattens the batch. The peers are imported lazily; none is a dependency of snncal.
+keeps its own state), a batch-keeping ``Flatten`` where an importer flattens the batch, and, for
+the peers that run nirtorch's ``GraphExecutor`` (sinabs, Norse), an execution order in which every
+node runs after its inputs (the executor's own order is depth-first, docs/interop.md). The peers
+are imported lazily; none is a dependency of snncal.
 """
 
 from __future__ import annotations
@@ -43,12 +45,27 @@ def _keep_batch(model: nn.Module) -> None:
             m.start_dim = 1
 
 
+def _inputs_first(model: nn.Module) -> None:
+    """Put nirtorch's ``GraphExecutor`` nodes in topological order. It lists them depth first
+    from the input, so where a branch joins (a residual add, a concatenation) the join may run
+    before the branch, reading the branch's output of the previous step (or none), and the last
+    node listed, whose output it returns, may be the branch instead of the classifier."""
+    from graphlib import TopologicalSorter
+
+    order = model.execution_order
+    inputs = {node: set(model.graph.find_source_nodes_of(node)) & set(order) for node in order}
+    model.execution_order = list(TopologicalSorter(inputs).static_order())
+
+
 def import_peer(name: str, graph: Any, batch: int, T: int, match: bool = True) -> nn.Module:
     """``graph`` imported by the peer ``name`` (see the module doc for ``match``)."""
     if name == "sinabs":
         import sinabs
 
-        return sinabs.from_nir(graph, batch_size=batch, num_timesteps=None)
+        model = sinabs.from_nir(graph, batch_size=batch, num_timesteps=None)
+        if match:
+            _inputs_first(model)
+        return model
     if name == "snntorch":
         from snntorch.import_nir import import_from_nir
 
@@ -68,6 +85,7 @@ def import_peer(name: str, graph: Any, batch: int, T: int, match: bool = True) -
         model = norse.from_nir(graph, dt=1.0)
         if match:
             _keep_batch(model)
+            _inputs_first(model)
         return model
     if name == "spikingjelly":
         from spikingjelly.activation_based import neuron

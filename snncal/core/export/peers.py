@@ -43,6 +43,8 @@ class Target:
     approximates: str
 
 
+_ORDER = ("nirtorch's GraphExecutor runs a residual or concatenating graph depth first and returns a "
+          "branch's output (sort model.execution_order topologically after import)")
 _V0 = (
     "initial potentials (potential correction) and the time-dependent bias (tbias) are not in NIR: "
     "set v0 in the peer's state from metadata['v0'], or they start at 0"
@@ -55,13 +57,14 @@ TARGETS: dict[str, Target] = {
                "a plain NIR IF resets to 0 and starts at 0"),
         Target("sinabs", True, True, "sinabs.from_nir(graph, batch_size=N)",
                "sinabs's IAFSqueeze emits several spikes per step (MultiSpike) and clamps v at -Vth "
-               "unless spike_fn=SingleSpike and min_v_mem=None are set after import; " + _V0),
+               "unless spike_fn=SingleSpike and min_v_mem=None are set after import; " + _ORDER + "; " + _V0),
         Target("snntorch", True, True, "snntorch.import_nir.import_from_nir(graph)",
                "snnTorch 1.0.0 imports IF as Leaky(beta=0.9), a leak (set beta = 1 after import), "
                "fires at v > 1 instead of v >= 1, and its Flatten(0, -1) flattens the batch "
                "(set start_dim = 1); " + _V0),
         Target("norse", True, True, "norse.torch.from_nir(graph, dt=1.0)",
-               "Norse's IAF resets to v_reset = 0 (no reset by subtraction) and fires at v > 1; " + _V0),
+               "Norse's IAF resets to v_reset = 0 (no reset by subtraction) and fires at v > 1; " + _ORDER
+               + "; " + _V0),
         Target("spikingjelly", True, True,
                "spikingjelly.activation_based.nir_exchange.import_from_nir(graph, dt=1.0)",
                "SpikingJelly's IFNode resets to v_reset = 0 as NIR says (set v_reset = None for "
