@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 from record import provenance, write_json
@@ -142,7 +143,7 @@ def main() -> None:
     p.add_argument("--Ts", nargs="+", type=int, default=[32, 256], help="with --model")
     p.add_argument("--size", type=int, default=64, help="with --model: input height and width")
     p.add_argument("--calib-images", type=int, default=32, help="with --model")
-    p.add_argument("--out", help="with --model: write the rows here (JSON)")
+    p.add_argument("--out", help="write the rows here (JSON); with --ckpt, added to the file's rows")
     p.add_argument("--T", type=int, default=32)
     p.add_argument("--method", default="advanced")
     p.add_argument("--seed", type=int, default=0)
@@ -174,13 +175,32 @@ def main() -> None:
     print(f"T={args.T} {args.method} {parse_set(args.set) or ''} on {describe_subset(len(test), len(full))}: "
           f"acc {r.snn[args.T]:.2f} %, agreement with the ANN {r.agreement[args.T]:.2f} %, "
           f"logit MSE {r.logit_mse[args.T]:.3f} (calibration {seconds:.0f} s)", flush=True)
+    row = {"model": Path(args.ckpt).parent.name, "arch": model_arch(args.ckpt), "method": args.method,
+           "T": args.T, "set": parse_set(args.set), "images": len(test), "acc": r.snn[args.T],
+           "ann_acc": r.ann, "agreement": r.agreement[args.T], "logit_mse": r.logit_mse[args.T],
+           "seconds": seconds}
     if args.layers:
         images = torch.stack([test[i][0] for i in range(256)])
         reference = snncal.convert(model, train, cfg, method="none")
-        print("| layer | total | input | temporal | mean square of the ANN output |")
-        print("|---|---|---|---|---|")
-        for e in layer_errors(snn, images, reference):
-            print(f"| {e.name} | {e.total:.3g} | {e.input:.3g} | {e.temporal:.3g} | {e.target:.3g} |")
+        kinds = layer_kinds(snn)
+        row["layers"] = [{"name": e.name, "kind": kinds[e.name], "total": e.total, "input": e.input,
+                          "temporal": e.temporal, "target": e.target}
+                         for e in layer_errors(snn, images, reference)]
+        print("| layer | kind | total | input | temporal | mean square of the ANN output |")
+        print("|---|---|---|---|---|---|")
+        for e in row["layers"]:
+            print(f"| {e['name']} | {e['kind']} | {e['total']:.3g} | {e['input']:.3g} | "
+                  f"{e['temporal']:.3g} | {e['target']:.3g} |")
+    if args.out:  # rows of other checkpoints / methods / T already in the file are kept
+        old = json.loads(Path(args.out).read_text())["rows"] if Path(args.out).exists() else []
+        key = ("model", "method", "T", "set")
+        kept = [o for o in old if tuple(map(o.get, key)) != tuple(map(row.get, key))]
+        write_json(args.out, {"provenance": provenance(args.threads), "rows": [*kept, row]})
+
+
+def model_arch(ckpt: str) -> str:
+    """The zoo architecture a checkpoint names."""
+    return json.loads(Path(ckpt).with_suffix(".json").read_text())["arch"]
 
 
 if __name__ == "__main__":

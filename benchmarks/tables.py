@@ -17,6 +17,9 @@ from a results file of `snncal sweep` / `snncal reproduce`.
         --network resnet20_he_cifar10 --T 16 --labels light tbp wtp
     python benchmarks/tables.py reproduce runs/table9_resnet20_he/reproduce.json \
         --methods none light advanced light+ advanced+ --T 8 16 32 64 --plot docs/img/lowlatency.png
+    python benchmarks/tables.py spread docs/data/seed_spread_resnet20_he.json    # docs/results.md
+    python benchmarks/tables.py layers docs/data/layers_mobilenet_cifar.json
+    python benchmarks/tables.py training docs/data/training.json
 
 A doc marks each table printed here with ``<!-- table: python benchmarks/tables.py ARGS -->`` on the
 line above it; tests/test_docs.py prints the table again from the data file and compares, and
@@ -222,9 +225,58 @@ def fidelity(data: dict) -> str:
                            "layer error: depthwise", "pointwise", "other"], body)
 
 
+def training(data: dict) -> str:
+    """`snncal train` on this machine: per run its recipe, epochs, wall time (all epochs, as they
+    ran, and the median epoch) and test accuracy (on the whole test split, after the last epoch
+    and the best of any epoch)."""
+    body = []
+    for r in data["runs"]:
+        h, cfg = r["history"], r["recipe"]
+        secs = sum(e["seconds"] for e in h)
+        recipe = f"{cfg['augment']}, lr {cfg['lr']}, wd {cfg['weight_decay']}, batch {cfg['batch_size']}"
+        best, median = max(e["test_acc"] for e in h), statistics.median(e["seconds"] for e in h)
+        body.append([r["arch"], recipe, f"{len(h)}/{cfg['epochs']}", f"{secs / 60:.0f}", f"{median:.0f}",
+                     f"{h[-1]['train_acc']:.2f}", f"{h[-1]['test_acc']:.2f}", f"{best:.2f}"])
+    return markdown_table(["arch", "recipe", "epochs", "minutes", "median s / epoch", "train top-1 % (last)",
+                           "test top-1 % (last)", "best"], body)
+
+
+def layers(data: dict) -> str:
+    """`benchmarks/fidelity.py --ckpt --layers`: a trained SNN's accuracy and where its error sits,
+    by the kind of layer feeding each neuron: the mean over those neurons of the rate error against
+    the ANN activation, its *input* part (from the spike trains it receives) and its *temporal*
+    part (from firing them out in T steps), each relative to the activation's mean square."""
+    body = []
+    for r in data["rows"]:
+        for kind in ("depthwise", "pointwise", "other"):
+            errs = [e for e in r.get("layers", []) if e["kind"] == kind and e["target"]]
+            if not errs:
+                continue
+            rel = [statistics.fmean(e[k] / e["target"] for e in errs) for k in ("total", "input", "temporal")]
+            body.append([r["model"], r["method"], r["T"], f"{r['ann_acc']:.2f}", f"{r['acc']:.2f}", kind,
+                         len(errs), *(f"{v:.3g}" for v in rel)])
+    return markdown_table(["checkpoint", "method", "T", "ANN %", "SNN %", "neurons fed by", "n",
+                           "rel. error: total", "input", "temporal"], body)
+
+
+def spread(data: dict) -> str:
+    """How accuracy moves with the calibration sample alone: per method and T, over the seeds of a
+    sweep (each seed draws other calibration images; the test images are the same)."""
+    accs: dict[tuple[str, int], list[float]] = {}
+    for r in data["rows"]:
+        accs.setdefault((r["method"], r["T"]), []).append(r["acc"])
+    ann, body = data["ann"]["acc"], []
+    for (m, T), v in accs.items():
+        mean, std = statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+        body.append([m, T, len(v), f"{mean:.2f}", f"{std:.2f}", f"{min(v):.2f}", f"{max(v):.2f}",
+                     f"{max(v) - min(v):.2f}", f"{ann - mean:.2f}"])
+    header = ["method", "T", "seeds", "mean", "std", "min", "max", "max - min", "gap to the ANN"]
+    return markdown_table(header, body)
+
+
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
             "nir": nir, "peers": peers, "suite": suite, "pytorchcv": pytorchcv,
-            "fidelity": fidelity}
+            "fidelity": fidelity, "spread": spread, "layers": layers, "training": training}
 
 
 def reproduce(args: argparse.Namespace) -> str:

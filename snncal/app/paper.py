@@ -42,7 +42,8 @@ TABLE9: dict[str, dict[str, tuple[float, tuple[float | None, ...]]]] = {
 
 # zoo architectures -> the paper's network of the same shape
 NETWORKS = {
-    "resnet20": "ResNet-20", "resnet20_he": "ResNet-20", "vgg16": "VGG-16", "vgg16_bn": "VGG-16",
+    "resnet20": "ResNet-20", "resnet20_he": "ResNet-20", "resnet20_nobn": "ResNet-20", "vgg16": "VGG-16",
+    "vgg16_bn": "VGG-16",
     "mobilenet_cifar": "MobileNet",
 }
 
