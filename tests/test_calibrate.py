@@ -134,6 +134,10 @@ def test_sweep_cost_is_linear_in_depth(method):
         runs[blocks] = snn.calibration.node_runs
     per_block = [(runs[b] - runs[1]) / (b - 1) for b in (2, 4, 8)]
     assert per_block[0] == per_block[1] == per_block[2]  # each block costs the same, however deep
+    report = snn.calibration  # where the time went: every step, timed apart, within the total
+    assert list(report.step_seconds) == ["ann", *report.steps, "finish"]
+    assert all(v >= 0 for v in report.step_seconds.values())
+    assert sum(report.step_seconds.values()) <= report.seconds
 
 
 def test_same_seed_same_network_and_other_seed_other_images():

@@ -113,7 +113,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     _say(f"converted {meta['arch']} ({name}) with method={cfg.method}, T={cfg.T}, "
          f"threshold={cfg.threshold} in {seconds:.1f} s: {len(snn.neurons())} IF layers")
     if snn.calibration is not None and snn.calibration.layers:
-        _say("", calibration_table(snn.calibration))
+        split = ", ".join(f"{k} {v:.1f}" for k, v in snn.calibration.step_seconds.items())
+        _say("", calibration_table(snn.calibration), f"seconds by step: {split}")
     _say(f"saved {path} (+ .json)", f"next: snncal evaluate --snn {out / 'snn'} --out {out / 'eval'}")
     return 0
 

@@ -143,7 +143,8 @@ class Experiment:
             agreement=result.agreement[T], logit_mse=result.logit_mse[T],
             calib_mse_before=_mean([layer.mse_before for layer in layers]),
             calib_mse_after=_mean([layer.mse_after for layer in layers]),
-            threads=torch.get_num_threads(), extra=dict(report.extra) if report is not None else {},
+            threads=torch.get_num_threads(),
+            extra={**report.extra, "step_seconds": report.step_seconds} if report is not None else {},
         )
 
     def run(self, methods: Sequence[str], Ts: Sequence[int], seeds: Sequence[int]) -> list[Row]:

@@ -165,7 +165,8 @@ def get_method(name: str) -> Method:
 register_method("none", ("threshold",))
 register_method("light", ("threshold", "bias"))
 register_method("advanced", ("threshold", "weight", "bias", "potential"))
-# Low latency (docs/methods.md, "Low-latency steps and methods"): a bias per channel and time step instead of one per channel.
+# Low latency (docs/methods.md, "Low-latency steps and methods"): a bias per channel and time
+# step instead of one per channel.
 register_method("light+", ("threshold", "tbias", "potential"))
 register_method("advanced+", ("threshold", "weight", "tbias", "potential"))
 # The baselines of the paper's Table 9, with their sources' settings (docs/methods.md): one

@@ -73,4 +73,7 @@ class CalibrationReport:
     layers: list[LayerReport] = field(default_factory=list)
     seconds: float = 0.0
     node_runs: int = 0  # segment-node executions, to check cost is linear in depth
+    # seconds per step over all layers; "ann": the layers' ANN inputs, "finish": each layer's
+    # last simulation (spike trains stored for the layers after it), then the network steps
+    step_seconds: dict[str, float] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # what network steps report (e.g. hybrid's losses)

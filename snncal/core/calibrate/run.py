@@ -52,20 +52,37 @@ def run_steps(
     ) as sweep:
         bar = tqdm(sweep.layers(), total=len(sweep.segments), desc=f"calibrate ({method.name})",
                    leave=False, disable=not progress)
-        for layer in bar:
-            t0 = time.perf_counter()
+        clock = _Clock(report.step_seconds)
+        for layer in bar:  # the sweep computes the layer's ANN input as it reaches it
+            t0 = clock.lap("ann")
             for name in method.steps:
                 STEPS[name].run(layer, cfg)
+                clock.lap(name)
             _check_finite(layer, method)
             final = sweep.finish(layer)
             if final is not None:
                 report.layers.append(_layer_report(layer, final, time.perf_counter() - t0))
+            clock.lap("finish")
         report.node_runs = sweep.node_runs
     for name in method.after:
         report.extra.update(NETWORK_STEPS[name](snn, train_data, cfg))
+        clock.lap(name)
     dist.broadcast_module(snn)  # the same network on every rank, whatever rounding did
     report.seconds = time.perf_counter() - start
     return report
+
+
+class _Clock:
+    """Adds the seconds since its last lap to ``seconds[name]``: where a calibration's time goes."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds, self.last = seconds, time.perf_counter()
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+        return now
 
 
 def _check_finite(layer: Layer, method: Method) -> None:

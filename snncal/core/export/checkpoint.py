@@ -191,6 +191,8 @@ def _report(data: Any) -> CalibrationReport | None:
         layers=[_layer(d) for d in data.get("layers", [])],
         seconds=_number(data.get("seconds", 0.0), "seconds"),
         node_runs=_typed(data.get("node_runs", 0), int, "node_runs"),
+        step_seconds={_typed(k, str, "step_seconds"): _number(v, "step_seconds")
+                      for k, v in _typed(data.get("step_seconds", {}), dict, "step_seconds").items()},
     )
 
 
