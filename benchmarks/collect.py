@@ -66,9 +66,11 @@ def main() -> None:
     p.add_argument("kind", choices=["results", "training"])
     p.add_argument("out", help="the data file to write (docs/data/...)")
     p.add_argument("inputs", nargs="+", help="results files, or training folders")
+    p.add_argument("--note", help="how the runs ran (e.g. what else shared the machine)")
     args = p.parse_args()
     record = results(args.inputs) if args.kind == "results" else training(args.inputs)
-    write_json(args.out, {"provenance": provenance(torch.get_num_threads()), **record})
+    prov = provenance(torch.get_num_threads()) | ({"note": args.note} if args.note else {})
+    write_json(args.out, {"provenance": prov, **record})
     print(f"wrote {args.out}")
 
 
