@@ -5,6 +5,7 @@ has no Scale nodes."""
 import warnings
 
 import nir
+import numpy as np
 import pytest
 import torch
 from nets import Mixed, OptionAResNet, Plain, randomize_bn
@@ -87,3 +88,23 @@ def test_unknown_target_is_refused():
     snn = snncal.convert(Plain().eval(), torch.rand(4, 3, 8, 8), T=T)
     with pytest.raises(ValueError, match=r"unknown NIR export target 'loihi'.*sinabs"):
         export_nir(snn, target="loihi")
+
+
+def test_static_fold_turns_the_step_bias_into_a_kick_and_a_constant_current():
+    x = torch.rand(16, 3, 8, 8)
+    snn = snncal.convert(randomize_bn(Mixed()), x, T=T, method="light+")
+    stepped = [n for n in snn.neurons().values() if n.step_bias is not None]
+    assert stepped
+    folded = fold_thresholds(snn, (3, 8, 8), static=True)
+    assert all(n.step_bias is None for n in folded.neurons().values())
+    t = np.arange(1, T + 1) - T
+    for n in stepped:  # the reference: per channel, lstsq of the running sum on t - T, through C_T
+        charge = n.bias_at(0, T)[:, 0].flatten(1).double().numpy().cumsum(0)  # [T, C]
+        c = np.array([np.linalg.lstsq(t[:, None], q - q[-1], rcond=None)[0][0] for q in charge.T])
+        shape = (T, *n.step_bias.shape[1:])
+        n.v0 = n.v0 + torch.tensor(charge[-1] - c * T, dtype=torch.float32).view(shape[1:])
+        n.step_bias = torch.tensor(c, dtype=torch.float32).view(shape[1:]).expand(shape).clone()
+    xt = torch.rand(24, 3, 8, 8)
+    with torch.no_grad():
+        expected, got = snn.simulate(xt), folded.simulate(xt)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -10,6 +10,7 @@ import torch
 from nets import Mixed, Plain, randomize_bn
 
 import snncal
+from snncal.core.export.fold import fold_thresholds
 from snncal.core.export.nir import export_nir
 from snncal.core.export.peer_run import run_peer
 
@@ -40,6 +41,15 @@ def test_spikingjelly_reproduces_snncal_with_soft_reset():
     g = _export(snn, "spikingjelly")
     torch.testing.assert_close(run_peer("spikingjelly", g, x, T), ref, atol=1e-5, rtol=1e-5)
     assert _gap(run_peer("spikingjelly", g, x, T, match=False), ref) > 0.05  # hard reset, v0 = 0
+
+
+def test_spikingjelly_runs_a_time_dependent_bias_as_a_kick_and_a_constant_current():
+    pytest.importorskip("spikingjelly.activation_based.nir_exchange")
+    snn, x, _ = _case(Mixed, "light+")  # tbias: one bias per step and channel, which no peer runs
+    g = _export(snn, "spikingjelly")
+    with torch.no_grad():
+        static = fold_thresholds(snn, (3, 8, 8), static=True).simulate(x)
+    torch.testing.assert_close(run_peer("spikingjelly", g, x, T), static, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("net", [Plain, Mixed])

@@ -21,7 +21,12 @@ the ratio, since every NIR consumer runs convolutions. Any other op gets its inp
 
 The threshold shift ``Vth / 2T`` is a constant current: it is moved into the bias of the layer that
 feeds the neuron, when there is one. A time-dependent bias (``step_bias``) and the initial potential
-``v0`` are divided by ``Vth`` and stay on the neuron (NIR has no field for them).
+``v0`` are divided by ``Vth`` and stay on the neuron (NIR has no field for them). With ``static``,
+for consumers that run only constant biases, the time-dependent bias ``b_t`` is replaced by a line
+fitted to its running sum ``C_t = b_1 + ... + b_t``: ``C_t ~ a + c t`` by least squares over the
+``T`` steps, with ``C_T`` kept (the same charge by the last step); ``a`` joins the initial potential
+and ``c`` the bias of the layer that feeds the neuron. Time-bias correction's biases are a kick in
+the first steps and then about constant, so the line is close (``benchmarks/peers.py`` measures it).
 
 In exact arithmetic the folded network computes the same function; in float32 the currents round
 differently, so a neuron whose potential lands within rounding of its threshold may fire one step
@@ -61,12 +66,16 @@ def is_folded(snn: SpikingNetwork) -> bool:
     return all(bool(n.threshold.eq(1).all()) for n in snn.neurons().values())
 
 
-def fold_thresholds(snn: SpikingNetwork, input_shape: tuple[int, ...]) -> SpikingNetwork:
+def fold_thresholds(
+    snn: SpikingNetwork, input_shape: tuple[int, ...], static: bool = False
+) -> SpikingNetwork:
     """A copy of ``snn`` whose neurons have threshold 1 (spikes of height 1); see the module doc.
 
     Args:
         snn: a converted network (left unchanged).
         input_shape: one input without the batch dimension, e.g. ``(3, 32, 32)``.
+        static: replace each time-dependent bias by an initial potential and a constant current
+            in the bias of the layer that feeds the neuron (for consumers without a per-step bias).
 
     Returns:
         The folded network, for simulation and export only: its ``ann()`` view no longer holds the
@@ -77,12 +86,27 @@ def fold_thresholds(snn: SpikingNetwork, input_shape: tuple[int, ...]) -> Spikin
             can carry it).
     """
     gm = copy.deepcopy(snn.graph)
-    _Fold(gm, _values(gm, input_shape), snn.T).run()
+    _Fold(gm, _values(gm, input_shape), snn.T, static).run()
     gm.graph.lint()
     gm.recompile()
     folded = SpikingNetwork(gm, snn.T, snn.encoding, snn.max_batch, snn.amp)
     folded.calibration = snn.calibration
     return folded
+
+
+def linear_charge(bias: Tensor) -> tuple[Tensor, Tensor]:
+    """The line ``a + c t`` closest to the running sum of ``bias`` ``[T, ...]`` (one current per
+    step) in least squares over ``t = 1..T``, through its sum at ``T``: ``(a, c)``, each ``bias[0]``'s
+    shape. An initial potential ``a`` and a current ``c`` at every step give about the same charge
+    at every step, and the same at ``T``."""
+    charge = bias.cumsum(0)
+    T = len(bias)
+    if T == 1:
+        return torch.zeros_like(charge[0]), charge[0]
+    t = torch.arange(1, T + 1, dtype=charge.dtype, device=charge.device)
+    d = (t - T).view(-1, *[1] * (bias.dim() - 1))
+    c = (d * (charge - charge[-1])).sum(0) / (d * d).sum(0)
+    return charge[-1] - c * T, c
 
 
 class _Shapes(fx.Interpreter):
@@ -105,8 +129,8 @@ def _values(gm: fx.GraphModule, shape: tuple[int, ...]) -> dict[fx.Node, Any]:
 class _Fold:
     """One walk over the graph: each batched value's scale ``[C]`` and the free layers behind it."""
 
-    def __init__(self, gm: fx.GraphModule, values: dict[fx.Node, Any], T: int) -> None:
-        self.gm, self.values, self.T = gm, values, T
+    def __init__(self, gm: fx.GraphModule, values: dict[fx.Node, Any], T: int, static: bool) -> None:
+        self.gm, self.values, self.T, self.static = gm, values, T, static
         self.scale: dict[fx.Node, Tensor] = {}
         self.free: dict[fx.Node, list[fx.Node]] = {}  # value -> synapses whose rows set its scale
         self.calls: dict[str, int] = {}
@@ -241,26 +265,31 @@ class _Fold:
                 neuron.v0 = neuron.v0 / v
             if neuron.step_bias is not None:
                 neuron.step_bias = neuron.step_bias / v
-        if neuron.shift:
-            self._shift_into_bias(node, neuron)
+        if neuron.shift and self._into_bias(node, neuron.threshold / (2 * self.T)):
+            neuron.shift = False
+        if self.static and neuron.step_bias is not None:
+            kick, current = linear_charge(neuron.bias_at(0, self.T)[:, 0])
+            if current.numel() in (1, c) and self._into_bias(node, current):
+                neuron.v0, neuron.step_bias = neuron.v0 + kick.to(neuron.v0), None
         self.scale[node] = torch.where(positive, vth, torch.zeros_like(vth))  # spikes of height Vth
 
-    def _shift_into_bias(self, node: fx.Node, neuron: IFNeuron) -> None:
-        """Move the folded shift ``Vth / 2T / Vth`` into the bias of the synapse feeding ``node``."""
+    def _into_bias(self, node: fx.Node, current: Tensor) -> bool:
+        """Add the constant (folded) ``current``, one value or one per channel, to the bias of the
+        synapse that alone feeds ``node`` (directly or as a term of a residual add); whether one did."""
         src = node.args[0]
         candidates = [src]
         if src.op == "call_function" and src.target in (operator.add, torch.add) and len(src.users) == 1:
             candidates += [a for a in src.args if isinstance(a, fx.Node)]
         for syn in candidates:
             mod = self.gm.get_submodule(syn.target) if syn.op == "call_module" else None
-            if isinstance(mod, _SYNAPSE) and len(syn.users) == 1 and self.calls[syn.target] == 1:
-                shift = (neuron.threshold / (2 * self.T)).reshape(-1).expand(mod.weight.shape[0])
+            # a carrier conv inserted by this walk is called once
+            if isinstance(mod, _SYNAPSE) and len(syn.users) == 1 and self.calls.get(syn.target, 1) == 1:
                 with torch.no_grad():
                     if mod.bias is None:
-                        mod.bias = nn.Parameter(torch.zeros_like(mod.weight[:, 0].reshape(-1)))
-                    mod.bias.add_(shift.to(mod.bias))
-                neuron.shift = False
-                return
+                        mod.bias = nn.Parameter(mod.weight.new_zeros(mod.weight.shape[0]))
+                    mod.bias.add_(current.detach().reshape(-1).expand(mod.weight.shape[0]).to(mod.bias))
+                return True
+        return False
 
     def synapse(self, node: fx.Node, mod: nn.Module) -> None:
         """Absorb the input's scale into the columns; the output is free while one reader reads it."""

@@ -65,8 +65,9 @@ def export_nir(
             fold_thresholds`): every ``IF`` at threshold 1, no ``Scale`` nodes. Exact in real
             arithmetic; in float32 a rare spike lands one step apart, so it is off by default.
         target: the consumer to write for (:data:`snncal.core.export.peers.TARGETS`: ``"sinabs"``,
-            ``"snntorch"``, ``"norse"``, ``"spikingjelly"``): folds, and writes only the nodes every
-            peer imports. Default: plain NIR.
+            ``"snntorch"``, ``"norse"``, ``"spikingjelly"``): folds, turns a time-dependent bias
+            into an initial potential and a constant current (``fold_thresholds(static=True)``),
+            and writes only the nodes every peer imports. Default: plain NIR.
 
     Returns:
         The ``nir.NIRGraph``: ``Input`` -> ... -> ``Output``, each neuron an ``IF`` node followed by
@@ -89,7 +90,7 @@ def export_nir(
     spec = peers.target(target)
     shape = _input_shape(snn.graph, input_shape)
     if fold or spec.fold:
-        snn = folding.fold_thresholds(snn, shape)
+        snn = folding.fold_thresholds(snn, shape, static=spec.portable)
     gm = snn.graph
     values, dynamic = _propagate(gm, shape)
     builder = NirBuilder(nir, snn, values, dynamic)

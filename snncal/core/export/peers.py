@@ -46,8 +46,9 @@ class Target:
 _ORDER = ("nirtorch's GraphExecutor runs a residual or concatenating graph depth first and returns a "
           "branch's output (sort model.execution_order topologically after import)")
 _V0 = (
-    "initial potentials (potential correction) and the time-dependent bias (tbias) are not in NIR: "
-    "set v0 in the peer's state from metadata['v0'], or they start at 0"
+    "initial potentials (potential correction) are not in NIR: set v0 in the peer's state from "
+    "metadata['v0'], or they start at 0; a time-dependent bias (tbias) becomes a kick added to v0 "
+    "and a constant current (a line fitted to its running sum)"
 )
 TARGETS: dict[str, Target] = {
     t.name: t
