@@ -20,6 +20,9 @@ from a results file of `snncal sweep` / `snncal reproduce`.
     python benchmarks/tables.py spread docs/data/seed_spread_resnet20_he.json    # docs/results.md
     python benchmarks/tables.py layers docs/data/layers_mobilenet_cifar.json
     python benchmarks/tables.py training docs/data/training.json
+    python benchmarks/tables.py calibrated docs/data/ablation_mobilenet_cifar.json
+    python benchmarks/tables.py table9 docs/data/table9_mobilenet_cifar.json \
+        --methods none opt light advanced light+ advanced+ --T 16 32 --part gap   # one table
 
 A doc marks each table printed here with ``<!-- table: python benchmarks/tables.py ARGS -->`` on the
 line above it; tests/test_docs.py prints the table again from the data file and compares, and
@@ -39,6 +42,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from snncal.app.paper import NETWORKS
 from snncal.app.results import Row
@@ -259,6 +263,16 @@ def layers(data: dict) -> str:
                            "rel. error: total", "input", "temporal"], body)
 
 
+def calibrated(data: dict) -> str:
+    """`benchmarks/fidelity.py --ckpt`: a trained network's SNN against its ANN, one row per method
+    and setting: accuracy, agreement of the predictions, logit MSE and calibration seconds."""
+    body = [[r["model"], r["method"], ", ".join(f"{k}={v}" for k, v in r.get("set", {}).items()) or "-",
+             r["T"], r["images"], f"{r['ann_acc']:.2f}", f"{r['acc']:.2f}", f"{r['agreement']:.2f}",
+             f"{r['logit_mse']:.2f}", f"{r['seconds']:.0f}"] for r in data["rows"]]
+    return markdown_table(["checkpoint", "method", "settings", "T", "images", "ANN %", "SNN %",
+                           "agreement %", "logit MSE", "calibration s"], body)
+
+
 def spread(data: dict) -> str:
     """How accuracy moves with the calibration sample alone: per method and T, over the seeds of a
     sweep (each seed draws other calibration images; the test images are the same)."""
@@ -276,21 +290,44 @@ def spread(data: dict) -> str:
 
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
             "nir": nir, "peers": peers, "suite": suite, "pytorchcv": pytorchcv,
-            "fidelity": fidelity, "spread": spread, "layers": layers, "training": training}
+            "fidelity": fidelity, "spread": spread, "layers": layers, "training": training,
+            "calibrated": calibrated}
+
+
+def _table9_rows(args: argparse.Namespace) -> tuple[dict, list[Row], float, Any]:
+    data = _read(args.results)
+    rows = [Row(**r) for r in data["rows"] if r["method"] in args.methods and r["T"] in args.T]
+    network = NETWORKS.get(args.arch or data["ann"].get("arch") or data["protocol"].get("arch", ""))
+    return data, rows, data["ann"]["acc"], network
+
+
+def table9(args: argparse.Namespace) -> str:
+    """One table of `reproduce` (``--part``): accuracy (mean ± std over seeds, the paper's rows
+    beside), the gap to the ANN, or the conversion seconds."""
+    _, rows, ann, network = _table9_rows(args)
+    if args.part == "seconds":
+        return seconds_table(rows, args.methods, args.T).rstrip("\n")
+    if args.part == "gap":
+        return _gap_table(rows, ann, args.methods, args.T)
+    return accuracy_table(rows, ann, args.methods, args.T, network=network).rstrip("\n")
+
+
+def _gap_table(rows: list[Row], ann: float, methods: Sequence[str], Ts: Sequence[int]) -> str:
+    """ANN minus the mean SNN accuracy over seeds, points."""
+    accs: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        accs.setdefault((r.method, r.T), []).append(r.acc)
+    body = [[m, *(f"{ann - statistics.fmean(accs[(m, T)]):.2f}" if (m, T) in accs else "-" for T in Ts)]
+            for m in methods]
+    return markdown_table(["Method", *(f"T={T}" for T in Ts)], body)
 
 
 def reproduce(args: argparse.Namespace) -> str:
     """Table 9, the gaps and the conversion seconds of any rows of a sweep / reproduce results file."""
-    data = _read(args.results)
-    rows = [Row(**r) for r in data["rows"] if r["method"] in args.methods and r["T"] in args.T]
-    ann = data["ann"]["acc"]
-    network = NETWORKS.get(args.arch or data["ann"].get("arch") or data["protocol"].get("arch", ""))
-    gaps = {(r.method, r.T): ann - r.acc for r in rows}
-    gap_rows = [[m, *(f"{gaps[(m, T)]:.2f}" if (m, T) in gaps else "-" for T in args.T)]
-                for m in args.methods]
+    data, rows, ann, network = _table9_rows(args)
     out = [f"ANN {ann:.2f} % on {data['protocol']['test_images']}\n",
            accuracy_table(rows, ann, args.methods, args.T, network=network),
-           "Gap (ANN - SNN, points):\n", markdown_table(["Method", *(f"T={T}" for T in args.T)], gap_rows),
+           "Gap (ANN - SNN, points):\n", _gap_table(rows, ann, args.methods, args.T),
            "Conversion seconds (calibration included):\n", seconds_table(rows, args.methods, args.T)]
     if args.plot:
         from snncal.app import plots
@@ -327,7 +364,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="table", required=True)
     for name, fn in PRINTERS.items():
-        sub.add_parser(name, help=fn.__doc__.splitlines()[0]).add_argument("data", help="its data file")
+        helped = fn.__doc__.splitlines()[0].replace("%", "%%")  # argparse formats help with %
+        sub.add_parser(name, help=helped).add_argument("data", help="its data file")
     sub.choices["quickstart"].add_argument("--plot", help="also write the plot here (PNG)")
     a = sub.add_parser("accuracy", help=accuracy.__doc__.splitlines()[0])
     a.add_argument("data", help="its data file (docs/data/accuracy_*.json)")
@@ -338,12 +376,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--network", required=True, help="the checkpoint's folder, e.g. resnet20_he_cifar10")
     b.add_argument("--T", type=int, required=True)
     b.add_argument("--labels", nargs="+", required=True)
-    r = sub.add_parser("reproduce", help=reproduce.__doc__.splitlines()[0])
-    r.add_argument("results", help="a reproduce.json / sweep.json")
-    r.add_argument("--methods", nargs="+", required=True)
-    r.add_argument("--T", nargs="+", type=int, required=True)
-    r.add_argument("--arch", help="the zoo architecture, for the paper's rows (default: the file's)")
-    r.add_argument("--plot", help="write accuracy against T here (PNG)")
+    for name, fn in (("reproduce", reproduce), ("table9", table9)):
+        r = sub.add_parser(name, help=fn.__doc__.splitlines()[0].replace("%", "%%"))
+        r.add_argument("results", help="a reproduce.json / sweep.json, or a docs/data/ file of collect.py")
+        r.add_argument("--methods", nargs="+", required=True)
+        r.add_argument("--T", nargs="+", type=int, required=True)
+        r.add_argument("--arch", help="the zoo architecture, for the paper's rows (default: the file's)")
+    sub.choices["reproduce"].add_argument("--plot", help="write accuracy against T here (PNG)")
+    sub.choices["table9"].add_argument("--part", choices=("accuracy", "gap", "seconds"), default="accuracy")
     u = sub.add_parser("update", help=update.__doc__.splitlines()[0])
     u.add_argument("docs", nargs="+", help="Markdown files")
     return p
@@ -354,6 +394,8 @@ def render(argv: Sequence[str]) -> str:
     args = parser().parse_args(list(argv))
     if args.table == "reproduce":
         return reproduce(args).rstrip("\n")
+    if args.table == "table9":
+        return table9(args)
     if args.table == "update":
         return update(args.docs)
     if args.table == "ablation":
