@@ -94,7 +94,7 @@ def fold_thresholds(
     return folded
 
 
-def linear_charge(bias: Tensor) -> tuple[Tensor, Tensor]:
+def _linear_charge(bias: Tensor) -> tuple[Tensor, Tensor]:
     """The line ``a + c t`` closest to the running sum of ``bias`` ``[T, ...]`` (one current per
     step) in least squares over ``t = 1..T``, through its sum at ``T``: ``(a, c)``, each ``bias[0]``'s
     shape. An initial potential ``a`` and a current ``c`` at every step give about the same charge
@@ -268,7 +268,7 @@ class _Fold:
         if neuron.shift and self._into_bias(node, neuron.threshold / (2 * self.T)):
             neuron.shift = False
         if self.static and neuron.step_bias is not None:
-            kick, current = linear_charge(neuron.bias_at(0, self.T)[:, 0])
+            kick, current = _linear_charge(neuron.bias_at(0, self.T)[:, 0])
             if current.numel() in (1, c) and self._into_bias(node, current):
                 neuron.v0, neuron.step_bias = neuron.v0 + kick.to(neuron.v0), None
         self.scale[node] = torch.where(positive, vth, torch.zeros_like(vth))  # spikes of height Vth
