@@ -40,7 +40,7 @@ import re
 import shlex
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,19 @@ def _read(path: str) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise SystemExit(f"tables.py: cannot read {path}: {err}") from err
+
+
+def _by_method_T(rows: Iterable[tuple[str, int, float]]) -> dict[tuple[str, int], list[float]]:
+    """Each (method, T)'s accuracies over ``(method, T, accuracy)`` rows (seeds), in their order."""
+    accs: dict[tuple[str, int], list[float]] = {}
+    for method, T, acc in rows:
+        accs.setdefault((method, T), []).append(acc)
+    return accs
+
+
+def _help(fn: Any) -> str:
+    """A printer's first docstring line as argparse help (which formats it with %)."""
+    return fn.__doc__.splitlines()[0].replace("%", "%%")
 
 
 def _quickstart_rows(data: dict) -> list[Row]:
@@ -128,9 +141,7 @@ def accuracy(data: dict, methods: Sequence[str], Ts: Sequence[int]) -> str:
     """A CIFAR-10 accuracy record of 2026-11-28/29 (docs/history.md, section 2): mean ± std over
     seeds, their number and the gap to the ANN on the same images, one row per method."""
     ann = data["ann"]  # the ANN's top-1 % on the same test images
-    accs: dict[tuple[str, int], list[float]] = {}
-    for r in data["rows"]:
-        accs.setdefault((r["method"], r["T"]), []).append(r["acc"])
+    accs = _by_method_T((r["method"], r["T"], r["acc"]) for r in data["rows"])
 
     def cell(m: str, T: int) -> str:
         if (m, T) not in accs:
@@ -276,9 +287,7 @@ def calibrated(data: dict) -> str:
 def spread(data: dict) -> str:
     """How accuracy moves with the calibration sample alone: per method and T, over the seeds of a
     sweep (each seed draws other calibration images; the test images are the same)."""
-    accs: dict[tuple[str, int], list[float]] = {}
-    for r in data["rows"]:
-        accs.setdefault((r["method"], r["T"]), []).append(r["acc"])
+    accs = _by_method_T((r["method"], r["T"], r["acc"]) for r in data["rows"])
     ann, body = data["ann"]["acc"], []
     for (m, T), v in accs.items():
         mean, std = statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
@@ -314,9 +323,7 @@ def table9(args: argparse.Namespace) -> str:
 
 def _gap_table(rows: list[Row], ann: float, methods: Sequence[str], Ts: Sequence[int]) -> str:
     """ANN minus the mean SNN accuracy over seeds, points."""
-    accs: dict[tuple[str, int], list[float]] = {}
-    for r in rows:
-        accs.setdefault((r.method, r.T), []).append(r.acc)
+    accs = _by_method_T((r.method, r.T, r.acc) for r in rows)
     body = [[m, *(f"{ann - statistics.fmean(accs[(m, T)]):.2f}" if (m, T) in accs else "-" for T in Ts)]
             for m in methods]
     return markdown_table(["Method", *(f"T={T}" for T in Ts)], body)
@@ -364,27 +371,26 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="table", required=True)
     for name, fn in PRINTERS.items():
-        helped = fn.__doc__.splitlines()[0].replace("%", "%%")  # argparse formats help with %
-        sub.add_parser(name, help=helped).add_argument("data", help="its data file")
+        sub.add_parser(name, help=_help(fn)).add_argument("data", help="its data file")
     sub.choices["quickstart"].add_argument("--plot", help="also write the plot here (PNG)")
-    a = sub.add_parser("accuracy", help=accuracy.__doc__.splitlines()[0])
+    a = sub.add_parser("accuracy", help=_help(accuracy))
     a.add_argument("data", help="its data file (docs/data/accuracy_*.json)")
     a.add_argument("--methods", nargs="+", required=True)
     a.add_argument("--T", nargs="+", type=int, required=True)
-    b = sub.add_parser("ablation", help=ablation.__doc__.splitlines()[0])
+    b = sub.add_parser("ablation", help=_help(ablation))
     b.add_argument("data", help="docs/data/lowlatency_ablation.jsonl")
     b.add_argument("--network", required=True, help="the checkpoint's folder, e.g. resnet20_he_cifar10")
     b.add_argument("--T", type=int, required=True)
     b.add_argument("--labels", nargs="+", required=True)
     for name, fn in (("reproduce", reproduce), ("table9", table9)):
-        r = sub.add_parser(name, help=fn.__doc__.splitlines()[0].replace("%", "%%"))
+        r = sub.add_parser(name, help=_help(fn))
         r.add_argument("results", help="a reproduce.json / sweep.json, or a docs/data/ file of collect.py")
         r.add_argument("--methods", nargs="+", required=True)
         r.add_argument("--T", nargs="+", type=int, required=True)
         r.add_argument("--arch", help="the zoo architecture, for the paper's rows (default: the file's)")
     sub.choices["reproduce"].add_argument("--plot", help="write accuracy against T here (PNG)")
     sub.choices["table9"].add_argument("--part", choices=("accuracy", "gap", "seconds"), default="accuracy")
-    u = sub.add_parser("update", help=update.__doc__.splitlines()[0])
+    u = sub.add_parser("update", help=_help(update))
     u.add_argument("docs", nargs="+", help="Markdown files")
     return p
 
