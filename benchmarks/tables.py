@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from snncal.app.paper import NETWORKS
-from snncal.app.results import Row
+from snncal.app.results import Row, summarize
 from snncal.app.tables import accuracy_table, markdown_table, seconds_table
 
 
@@ -306,26 +306,46 @@ PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibra
 def _table9_rows(args: argparse.Namespace) -> tuple[dict, list[Row], float, Any]:
     data = _read(args.results)
     rows = [Row(**r) for r in data["rows"] if r["method"] in args.methods and r["T"] in args.T]
+    if not rows:
+        raise SystemExit(f"tables.py {args.table}: no rows of {args.results} have a method of "
+                         f"{' '.join(args.methods)} and a T of {' '.join(map(str, args.T))}")
     network = NETWORKS.get(args.arch or data["ann"].get("arch") or data["protocol"].get("arch", ""))
     return data, rows, data["ann"]["acc"], network
 
 
 def table9(args: argparse.Namespace) -> str:
     """One table of `reproduce` (``--part``): accuracy (mean ± std over seeds, the paper's rows
-    beside), the gap to the ANN, or the conversion seconds."""
+    beside), the gap to the ANN, the conversion seconds, or its seconds by calibration step."""
     _, rows, ann, network = _table9_rows(args)
     if args.part == "seconds":
         return seconds_table(rows, args.methods, args.T).rstrip("\n")
     if args.part == "gap":
         return _gap_table(rows, ann, args.methods, args.T)
+    if args.part == "steps":
+        return _steps_table(rows, args.methods, args.T)
     return accuracy_table(rows, ann, args.methods, args.T, network=network).rstrip("\n")
+
+
+def _steps_table(rows: list[Row], methods: Sequence[str], Ts: Sequence[int]) -> str:
+    """Calibration seconds by step (``Row.extra["step_seconds"]``) and in all, the median over
+    seeds, per method and T: where conversion time goes."""
+    timed = [r for r in rows if r.extra.get("step_seconds")]
+    steps = list(dict.fromkeys(k for r in timed for k in r.extra["step_seconds"]))
+    body = []
+    for m in methods:
+        for T in Ts:
+            runs = [r for r in timed if (r.method, r.T) == (m, T)]
+            if runs:
+                cell = [statistics.median(r.extra["step_seconds"].get(k, 0.0) for r in runs) for k in steps]
+                body.append([m, T, len(runs), *(f"{v:.1f}" if v else "-" for v in cell),
+                             f"{statistics.median(r.convert_seconds for r in runs):.0f}"])
+    return markdown_table(["Method", "T", "seeds", *steps, "conversion s"], body)
 
 
 def _gap_table(rows: list[Row], ann: float, methods: Sequence[str], Ts: Sequence[int]) -> str:
     """ANN minus the mean SNN accuracy over seeds, points."""
-    accs = _by_method_T((r.method, r.T, r.acc) for r in rows)
-    body = [[m, *(f"{ann - statistics.fmean(accs[(m, T)]):.2f}" if (m, T) in accs else "-" for T in Ts)]
-            for m in methods]
+    means = summarize(rows)
+    body = [[m, *(f"{ann - means[(m, T)][0]:.2f}" if (m, T) in means else "-" for T in Ts)] for m in methods]
     return markdown_table(["Method", *(f"T={T}" for T in Ts)], body)
 
 
@@ -389,7 +409,8 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument("--T", nargs="+", type=int, required=True)
         r.add_argument("--arch", help="the zoo architecture, for the paper's rows (default: the file's)")
     sub.choices["reproduce"].add_argument("--plot", help="write accuracy against T here (PNG)")
-    sub.choices["table9"].add_argument("--part", choices=("accuracy", "gap", "seconds"), default="accuracy")
+    parts = ("accuracy", "gap", "seconds", "steps")
+    sub.choices["table9"].add_argument("--part", choices=parts, default="accuracy")
     u = sub.add_parser("update", help=_help(update))
     u.add_argument("docs", nargs="+", help="Markdown files")
     return p
@@ -398,6 +419,15 @@ def parser() -> argparse.ArgumentParser:
 def render(argv: Sequence[str]) -> str:
     """What ``python benchmarks/tables.py ARGV`` prints, without the final newline."""
     args = parser().parse_args(list(argv))
+    try:
+        return _render(args)
+    except (KeyError, TypeError) as err:  # a data file of another kind than the printer reads
+        source = getattr(args, "data", None) or getattr(args, "results", "")
+        raise SystemExit(f"tables.py {args.table}: {source} is not a file this table is printed from "
+                         f"(no field {err})") from err
+
+
+def _render(args: argparse.Namespace) -> str:
     if args.table == "reproduce":
         return reproduce(args).rstrip("\n")
     if args.table == "table9":

@@ -122,3 +122,11 @@ def test_the_rules_catch_a_hand_edited_table(tmp_path):
     doc.write_text("text\n\n| a | b |\n|---|---|\n| x | 0.97 |\n")
     ((_, above, rows),) = tables_in(doc)
     assert not MARKER.match(above) and FIGURE.search(rows[2])
+
+
+def test_tables_refuse_a_file_of_another_kind_and_an_empty_selection_in_one_line():
+    render = _tables_module().render
+    with pytest.raises(SystemExit, match=r"^tables.py calibrated: docs/data/peers_cifar.json is not a file"):
+        render(["calibrated", "docs/data/peers_cifar.json"])
+    with pytest.raises(SystemExit, match=r"^tables.py table9: no rows of .* a T of 0$"):
+        render(["table9", "docs/data/table9_mobilenet_cifar.json", "--methods", "light", "--T", "0"])
