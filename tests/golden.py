@@ -45,7 +45,7 @@ CASES = {
     "mixed-tsc-T8": ("mixed", dict(T=8, method="tsc")),
     "mixed-opt-T8": ("mixed", dict(T=8, method="opt")),
     "plain-hybrid-T4": (
-        "plain", dict(T=4, method="hybrid", hybrid_epochs=2, hybrid_lr=1e-2, weight_batch=32)
+        "plain", dict(T=4, method="hybrid", hybrid_epochs=2, hybrid_lr=1e-2, hybrid_batch=32)
     ),
     "mixed-light+-T4": ("mixed", dict(T=4, method="light+")),
     "mixed-advanced+-T4": ("mixed", dict(T=4, method="advanced+", weight_iters=20)),

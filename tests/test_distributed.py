@@ -44,7 +44,7 @@ DEEP_RANKS = dict(max_batch=24, batch_size=19)  # 3 images a minibatch
 DEEP_SINGLE = (dict(max_batch=64, batch_size=19), dict(max_batch=376, batch_size=48))  # 8, 47
 SAME = {  # random minibatches: the ranks must agree with each other
     "advanced": dict(method="advanced", weight_iters=4, weight_batch=8),
-    "hybrid": dict(method="hybrid", hybrid_epochs=1, weight_batch=8),  # 5 + 3 images a step
+    "hybrid": dict(method="hybrid", hybrid_epochs=1, hybrid_batch=8),  # 5 + 3 images a step
     "block": dict(method="block_spikes+tbias", weight_iters=4, weight_batch=8),
 }
 

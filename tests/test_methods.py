@@ -240,7 +240,7 @@ def test_hybrid_trains_on_the_training_set_and_lowers_its_loss():
     model = randomize_bn(Plain(classes=4))
     calib, _ = _hybrid_data(model, 32, 1)
     _, train = _hybrid_data(model, 64, 2)
-    kw = dict(T=8, method="hybrid", num_images=32, hybrid_lr=1e-2, weight_batch=32)
+    kw = dict(T=8, method="hybrid", num_images=32, hybrid_lr=1e-2, hybrid_batch=32)
     snn = snncal.convert(model, calib, train_data=train, hybrid_epochs=4, **kw)
     losses = snn.calibration.extra["hybrid_loss"]
     assert len(losses) == 4 and losses[-1] < losses[0] * 0.9

@@ -46,12 +46,14 @@ class ConvertConfig:
     max_batch: int | None = _f(None, "largest time-folded batch (steps x images) of the engine and the "
                                "calibration sweep; it bounds memory whatever T is. None: by the "
                                "device, 64 on a CPU, 256-2048 on CUDA by its memory (2048 from 80 GB)")
-    weight_iters: int = _f(300, "Adam iterations of weight calibration per layer")
-    weight_lr: float = _f(1e-4, "learning rate of weight calibration (cosine-decayed)")
-    weight_batch: int = _f(64, "minibatch of calibration images in weight calibration, and of "
-                           "training images in hybrid fine-tuning (the authors' 64)")
+    weight_iters: int = _f(100, "Adam iterations of weight calibration per layer")
+    weight_lr: float = _f(1e-3, "learning rate of weight calibration (cosine-decayed)")
+    weight_batch: int = _f(32, "minibatch of calibration images in weight calibration (the "
+                           "paper's code's 32)")
     hybrid_epochs: int = _f(2, "epochs of hybrid fine-tuning (method hybrid) over the training set "
                             "(train_data; the authors: about 20), 0 skips it")
+    hybrid_batch: int = _f(64, "minibatch of training images in hybrid fine-tuning at T <= 32, "
+                           "fewer beyond (the authors' 64)")
     hybrid_lr: float = _f(1e-4, "initial Adam learning rate of hybrid fine-tuning (the authors'), "
                           "divided by 5 at 60, 80 and 90 % of the epochs")
     cache_gb: float = _f(4.0, "memory for what the calibration sweep keeps between passes: spike "
@@ -68,7 +70,7 @@ class ConvertConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not isinstance(self.method, str) or not self.method:
             raise ValueError(f"method must be a method name, got {self.method!r}")
-        for name in ("T", "num_images", "batch_size", "weight_batch"):
+        for name in ("T", "num_images", "batch_size", "weight_batch", "hybrid_batch"):
             check_int(name, getattr(self, name), low=1)
         if self.max_batch is not None:
             check_int("max_batch", self.max_batch, low=1)

@@ -10,7 +10,7 @@ conv/linear weight and bias, at ``cfg.hybrid_lr`` divided by :data:`LR_REDUCE` a
 of the epochs; thresholds stay fixed.
 
 Under ``torch.distributed`` each rank trains on its own share of the training set: a minibatch is
-every rank's part of ``weight_batch`` (in proportion to the shares), gradients are averaged weighted
+every rank's part of ``hybrid_batch`` (in proportion to the shares), gradients are averaged weighted
 by those parts, every rank takes as many steps, and the losses are over all shares.
 """
 
@@ -50,9 +50,9 @@ def hybrid_finetune(snn: SpikingNetwork, train_data: Dataset | DataLoader | None
     """``cfg.hybrid_epochs`` epochs over ``train_data`` (a Dataset or DataLoader of ``(x, y)``);
     returns the mean training loss of each epoch. ``hybrid_epochs=0`` skips the training.
 
-    A Dataset is read in shuffled minibatches of ``cfg.weight_batch`` images at T <= 32 and
-    proportionally fewer beyond (``weight_batch * 32 // T``, at least one): back-propagation
-    through time keeps every step's activations, a bound of ``32 * weight_batch`` image-steps. A
+    A Dataset is read in shuffled minibatches of ``cfg.hybrid_batch`` images at T <= 32 and
+    proportionally fewer beyond (``hybrid_batch * 32 // T``, at least one): back-propagation
+    through time keeps every step's activations, a bound of ``32 * hybrid_batch`` image-steps. A
     DataLoader is read as it is, in its own minibatches.
     """
     if cfg.hybrid_epochs == 0:
@@ -100,7 +100,7 @@ def _epoch(data: Dataset | DataLoader, cfg: ConvertConfig, order: torch.Generato
         batches: Iterator = iter(data)
         count = len(data)
     else:
-        batch = max(1, cfg.weight_batch * 32 // max(cfg.T, 32))
+        batch = max(1, cfg.hybrid_batch * 32 // max(cfg.T, 32))
         index = _minibatches(len(data), batch, order)
         batches, count = (_stack([data[int(i)] for i in idx]) for idx in index), len(index)
     total = int(dist.all_reduce_max(torch.tensor(count)))

@@ -8,7 +8,7 @@ layer, which integrates that train, inherits the imbalance as temporal error. Wi
 added at step ``t``, the running rate after ``t`` steps, ``r_t = Vth * (spikes in 1..t) / t``,
 moves by ``C_t / t`` for inputs in the linear range, where ``C_t = b_1 + ... + b_t`` is the
 cumulative bias. A Newton step sets ``C_t <- C_t - t * E[r_t - y] / g`` per channel (``g``, the
-fraction of inputs in the linear range, as in bias correction) and ``b_t = C_t - C_(t-1)``; a few
+fraction of inputs in the linear range, as in bias correction) and ``b_t = C_t - C_(t-1)``; two
 such steps, each one simulation of the layer, forward only.
 """
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ITERATIONS", "running_error", "time_bias_correction"]
 
-ITERATIONS = 3  # Newton steps (simulations of the layer)
+ITERATIONS = 2  # Newton steps (simulations of the layer)
 
 
 def _by_channel(x: Tensor, lead: int) -> Tensor:
@@ -39,11 +39,8 @@ def _by_channel(x: Tensor, lead: int) -> Tensor:
 
 def _spikes_per_step(out: Tensor) -> Tensor:
     """The spikes of ``out`` ``[T, B, C, ...]`` (spikes times ``Vth`` > 0) per step and channel,
-    summed over images and positions: int64 ``[T, C]``, exact (float32 adds up to 2^24 ones
-    exactly, in any order)."""
-    spikes = _by_channel((out > 0).view(torch.uint8).to(torch.float32), 1)
-    chunk = max(1, (1 << 24) // spikes.shape[-1])  # images whose spikes at one step are < 2^24
-    return sum(part.sum((1, 3)).to(torch.int64) for part in spikes.split(chunk, 1))
+    summed over images and positions: int64 ``[T, C]``, exact (integer sums)."""
+    return _by_channel(out > 0, 1).sum(3, dtype=torch.int32).sum(1, dtype=torch.int64)
 
 
 @torch.no_grad()
