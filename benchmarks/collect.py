@@ -25,11 +25,11 @@ def _command(config: dict) -> str:
     """The `snncal` command line a results file's ``config`` records."""
     args = [f"snncal {config['command']}"]
     for key, value in config.items():
-        if key in ("command", "verbose") or value is None or value is False:
+        if key in ("command", "verbose") or value is None:
             continue
         flag = "--" + key.replace("_", "-")
-        if value is True:
-            args.append(flag)
+        if isinstance(value, bool):  # a flag given: --name or --no-name
+            args.append(flag if value else "--no-" + flag[2:])
         elif isinstance(value, list):
             args.append(flag + " " + " ".join(shlex.quote(str(v)) for v in value))
         else:

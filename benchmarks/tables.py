@@ -15,8 +15,8 @@ from a results file of `snncal sweep` / `snncal reproduce`.
         --methods none light advanced --T 16 32                           # docs/history.md
     python benchmarks/tables.py ablation docs/data/lowlatency_ablation.jsonl \
         --network resnet20_he_cifar10 --T 16 --labels light tbp wtp
-    python benchmarks/tables.py reproduce runs/table9_resnet20_he/reproduce.json \
-        --methods none light advanced light+ advanced+ --T 8 16 32 64 --plot docs/img/lowlatency.png
+    python benchmarks/tables.py reproduce docs/data/lowlatency_resnet20_he.json \
+        --methods light advanced advanced+ --T 4 8 16 32 --plot docs/img/lowlatency_r20.png
     python benchmarks/tables.py spread docs/data/seed_spread_resnet20_he.json    # docs/results.md
     python benchmarks/tables.py layers docs/data/layers_mobilenet_cifar.json
     python benchmarks/tables.py training docs/data/training.json
@@ -250,7 +250,8 @@ def training(data: dict) -> str:
         secs = sum(e["seconds"] for e in h)
         recipe = f"{cfg['augment']}, lr {cfg['lr']}, wd {cfg['weight_decay']}, batch {cfg['batch_size']}"
         best, median = max(e["test_acc"] for e in h), statistics.median(e["seconds"] for e in h)
-        body.append([r["arch"], recipe, f"{len(h)}/{cfg['epochs']}", f"{secs / 60:.0f}", f"{median:.0f}",
+        arch = r["arch"] + (f" (width {cfg['width']})" if cfg.get("width", 1.0) != 1.0 else "")
+        body.append([arch, recipe, f"{len(h)}/{cfg['epochs']}", f"{secs / 60:.0f}", f"{median:.0f}",
                      f"{h[-1]['train_acc']:.2f}", f"{h[-1]['test_acc']:.2f}", f"{best:.2f}"])
     return markdown_table(["arch", "recipe", "epochs", "minutes", "median s / epoch", "train top-1 % (last)",
                            "test top-1 % (last)", "best"], body)
@@ -359,7 +360,9 @@ def reproduce(args: argparse.Namespace) -> str:
     if args.plot:
         from snncal.app import plots
 
-        plots.plot_accuracy(rows, args.plot, ann, title=Path(args.results).parent.name, methods=args.methods)
+        arch = data["ann"].get("arch") or data["protocol"].get("arch") or Path(args.results).stem
+        title = f"{arch}, {data['protocol']['test_images']}"
+        plots.plot_accuracy(rows, args.plot, ann, title=title, methods=args.methods)
         out.append(f"wrote {args.plot}")
     return "\n".join(out)
 

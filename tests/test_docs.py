@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,18 @@ def test_tables_refuse_a_file_of_another_kind_and_an_empty_selection_in_one_line
         render(["calibrated", "docs/data/peers_cifar.json"])
     with pytest.raises(SystemExit, match=r"^tables.py table9: no rows of .* a T of 0$"):
         render(["table9", "docs/data/table9_mobilenet_cifar.json", "--methods", "light", "--T", "0"])
+
+
+def test_a_kept_command_keeps_every_flag_given():
+    """collect.py rebuilds the command of a results file from its settings: a flag turned off
+    (``--no-per-channel``) is part of the command, an option not given is not."""
+    spec = importlib.util.spec_from_file_location("collect", ROOT / "benchmarks" / "collect.py")
+    collect = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec.loader.exec_module(collect)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    config = {"command": "sweep", "T": [32, 128], "per_channel": False, "progress": True,
+              "threshold": "max", "weight_iters": None, "verbose": 0}
+    assert collect._command(config) == "snncal sweep --T 32 128 --no-per-channel --progress --threshold max"
