@@ -316,7 +316,8 @@ def _table9_rows(args: argparse.Namespace) -> tuple[dict, list[Row], float, Any]
 
 def table9(args: argparse.Namespace) -> str:
     """One table of `reproduce` (``--part``): accuracy (mean ± std over seeds, the paper's rows
-    beside), the gap to the ANN, the conversion seconds, or its seconds by calibration step."""
+    beside), the gap to the ANN, the conversion seconds, its seconds by calibration step, or
+    accuracy with the agreement and logit MSE against the ANN."""
     _, rows, ann, network = _table9_rows(args)
     if args.part == "seconds":
         return seconds_table(rows, args.methods, args.T).rstrip("\n")
@@ -324,6 +325,8 @@ def table9(args: argparse.Namespace) -> str:
         return _gap_table(rows, ann, args.methods, args.T)
     if args.part == "steps":
         return _steps_table(rows, args.methods, args.T)
+    if args.part == "fidelity":
+        return _fidelity_table(rows, ann, args.methods, args.T)
     return accuracy_table(rows, ann, args.methods, args.T, network=network).rstrip("\n")
 
 
@@ -341,6 +344,24 @@ def _steps_table(rows: list[Row], methods: Sequence[str], Ts: Sequence[int]) -> 
                 body.append([m, T, len(runs), *(f"{v:.1f}" if v else "-" for v in cell),
                              f"{statistics.median(r.convert_seconds for r in runs):.0f}"])
     return markdown_table(["Method", "T", "seeds", *steps, "conversion s"], body)
+
+
+def _fidelity_table(rows: list[Row], ann: float, methods: Sequence[str], Ts: Sequence[int]) -> str:
+    """Per method and T, the mean over seeds of accuracy, its gap to the ANN, the agreement with
+    the ANN's predictions and the logit MSE, with the median conversion seconds: what each
+    method's steps buy, and at what cost."""
+    body = []
+    for m in methods:
+        for T in Ts:
+            runs = [r for r in rows if (r.method, r.T) == (m, T)]
+            if runs:
+                mean = {k: statistics.fmean(getattr(r, k) for r in runs)
+                        for k in ("acc", "agreement", "logit_mse")}
+                body.append([m, T, len(runs), f"{mean['acc']:.2f}", f"{ann - mean['acc']:.2f}",
+                             f"{mean['agreement']:.2f}", f"{mean['logit_mse']:.2f}",
+                             f"{statistics.median(r.convert_seconds for r in runs):.0f}"])
+    return markdown_table(["Method", "T", "seeds", "SNN %", "gap", "agreement %", "logit MSE",
+                           "conversion s"], body)
 
 
 def _gap_table(rows: list[Row], ann: float, methods: Sequence[str], Ts: Sequence[int]) -> str:
@@ -412,7 +433,7 @@ def parser() -> argparse.ArgumentParser:
         r.add_argument("--T", nargs="+", type=int, required=True)
         r.add_argument("--arch", help="the zoo architecture, for the paper's rows (default: the file's)")
     sub.choices["reproduce"].add_argument("--plot", help="write accuracy against T here (PNG)")
-    parts = ("accuracy", "gap", "seconds", "steps")
+    parts = ("accuracy", "gap", "seconds", "steps", "fidelity")
     sub.choices["table9"].add_argument("--part", choices=parts, default="accuracy")
     u = sub.add_parser("update", help=_help(update))
     u.add_argument("docs", nargs="+", help="Markdown files")
