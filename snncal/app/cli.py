@@ -170,12 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int) -> None:
+    """Progress and warnings on stderr at the level of ``-v``; each command's report
+    (``snncal.out``) as plain lines on this call's stdout, whatever the level."""
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         log.addHandler(handler)
     log.setLevel(level)
+    out = logging.getLogger("snncal.out")
+    out.propagate = False
+    out.setLevel(logging.INFO)
+    for old in list(out.handlers):  # stdout may have been replaced since the last call
+        out.removeHandler(old)
+    out.addHandler(logging.StreamHandler(sys.stdout))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,10 +31,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("snncal")
+out = logging.getLogger("snncal.out")  # what a command reports: plain lines on stdout (cli.main)
 
 
 def _say(*lines: str) -> None:
-    print("\n".join(lines), flush=True)
+    out.info("\n".join(lines))
 
 
 def _echo(args: argparse.Namespace) -> dict[str, Any]:
