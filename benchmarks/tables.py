@@ -40,7 +40,7 @@ import re
 import shlex
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -304,21 +304,33 @@ PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibra
             "calibrated": calibrated}
 
 
-def _table9_rows(args: argparse.Namespace) -> tuple[dict, list[Row], float, Any]:
+def _table9_rows(args: argparse.Namespace) -> tuple[dict, list[Row], float, str]:
+    """The results file, its rows of ``--methods`` and ``--T``, the ANN's accuracy and the
+    architecture (``--arch`` or the file's)."""
     data = _read(args.results)
     rows = [Row(**r) for r in data["rows"] if r["method"] in args.methods and r["T"] in args.T]
     if not rows:
         raise SystemExit(f"tables.py {args.table}: no rows of {args.results} have a method of "
                          f"{' '.join(args.methods)} and a T of {' '.join(map(str, args.T))}")
-    network = NETWORKS.get(args.arch or data["ann"].get("arch") or data["protocol"].get("arch", ""))
-    return data, rows, data["ann"]["acc"], network
+    arch = args.arch or data["ann"].get("arch") or data["protocol"].get("arch", "")
+    return data, rows, data["ann"]["acc"], arch
+
+
+def _groups(rows: list[Row], methods: Sequence[str], Ts: Sequence[int]
+            ) -> Iterator[tuple[str, int, list[Row]]]:
+    """``(method, T, its rows over seeds)`` in table order, for each pair that has rows."""
+    for m in methods:
+        for T in Ts:
+            runs = [r for r in rows if (r.method, r.T) == (m, T)]
+            if runs:
+                yield m, T, runs
 
 
 def table9(args: argparse.Namespace) -> str:
     """One table of `reproduce` (``--part``): accuracy (mean ± std over seeds, the paper's rows
     beside), the gap to the ANN, the conversion seconds, its seconds by calibration step, or
     accuracy with the agreement and logit MSE against the ANN."""
-    _, rows, ann, network = _table9_rows(args)
+    _, rows, ann, arch = _table9_rows(args)
     if args.part == "seconds":
         return seconds_table(rows, args.methods, args.T).rstrip("\n")
     if args.part == "gap":
@@ -327,7 +339,7 @@ def table9(args: argparse.Namespace) -> str:
         return _steps_table(rows, args.methods, args.T)
     if args.part == "fidelity":
         return _fidelity_table(rows, ann, args.methods, args.T)
-    return accuracy_table(rows, ann, args.methods, args.T, network=network).rstrip("\n")
+    return accuracy_table(rows, ann, args.methods, args.T, network=NETWORKS.get(arch)).rstrip("\n")
 
 
 def _steps_table(rows: list[Row], methods: Sequence[str], Ts: Sequence[int]) -> str:
@@ -336,13 +348,10 @@ def _steps_table(rows: list[Row], methods: Sequence[str], Ts: Sequence[int]) -> 
     timed = [r for r in rows if r.extra.get("step_seconds")]
     steps = list(dict.fromkeys(k for r in timed for k in r.extra["step_seconds"]))
     body = []
-    for m in methods:
-        for T in Ts:
-            runs = [r for r in timed if (r.method, r.T) == (m, T)]
-            if runs:
-                cell = [statistics.median(r.extra["step_seconds"].get(k, 0.0) for r in runs) for k in steps]
-                body.append([m, T, len(runs), *(f"{v:.1f}" if v else "-" for v in cell),
-                             f"{statistics.median(r.convert_seconds for r in runs):.0f}"])
+    for m, T, runs in _groups(timed, methods, Ts):
+        cell = [statistics.median(r.extra["step_seconds"].get(k, 0.0) for r in runs) for k in steps]
+        body.append([m, T, len(runs), *(f"{v:.1f}" if v else "-" for v in cell),
+                     f"{statistics.median(r.convert_seconds for r in runs):.0f}"])
     return markdown_table(["Method", "T", "seeds", *steps, "conversion s"], body)
 
 
@@ -351,15 +360,11 @@ def _fidelity_table(rows: list[Row], ann: float, methods: Sequence[str], Ts: Seq
     the ANN's predictions and the logit MSE, with the median conversion seconds: what each
     method's steps buy, and at what cost."""
     body = []
-    for m in methods:
-        for T in Ts:
-            runs = [r for r in rows if (r.method, r.T) == (m, T)]
-            if runs:
-                mean = {k: statistics.fmean(getattr(r, k) for r in runs)
-                        for k in ("acc", "agreement", "logit_mse")}
-                body.append([m, T, len(runs), f"{mean['acc']:.2f}", f"{ann - mean['acc']:.2f}",
-                             f"{mean['agreement']:.2f}", f"{mean['logit_mse']:.2f}",
-                             f"{statistics.median(r.convert_seconds for r in runs):.0f}"])
+    for m, T, runs in _groups(rows, methods, Ts):
+        mean = {k: statistics.fmean(getattr(r, k) for r in runs) for k in ("acc", "agreement", "logit_mse")}
+        body.append([m, T, len(runs), f"{mean['acc']:.2f}", f"{ann - mean['acc']:.2f}",
+                     f"{mean['agreement']:.2f}", f"{mean['logit_mse']:.2f}",
+                     f"{statistics.median(r.convert_seconds for r in runs):.0f}"])
     return markdown_table(["Method", "T", "seeds", "SNN %", "gap", "agreement %", "logit MSE",
                            "conversion s"], body)
 
@@ -373,16 +378,15 @@ def _gap_table(rows: list[Row], ann: float, methods: Sequence[str], Ts: Sequence
 
 def reproduce(args: argparse.Namespace) -> str:
     """Table 9, the gaps and the conversion seconds of any rows of a sweep / reproduce results file."""
-    data, rows, ann, network = _table9_rows(args)
+    data, rows, ann, arch = _table9_rows(args)
     out = [f"ANN {ann:.2f} % on {data['protocol']['test_images']}\n",
-           accuracy_table(rows, ann, args.methods, args.T, network=network),
+           accuracy_table(rows, ann, args.methods, args.T, network=NETWORKS.get(arch)),
            "Gap (ANN - SNN, points):\n", _gap_table(rows, ann, args.methods, args.T),
            "Conversion seconds (calibration included):\n", seconds_table(rows, args.methods, args.T)]
     if args.plot:
         from snncal.app import plots
 
-        arch = data["ann"].get("arch") or data["protocol"].get("arch") or Path(args.results).stem
-        title = f"{arch}, {data['protocol']['test_images']}"
+        title = f"{arch or Path(args.results).stem}, {data['protocol']['test_images']}"
         plots.plot_accuracy(rows, args.plot, ann, title=title, methods=args.methods)
         out.append(f"wrote {args.plot}")
     return "\n".join(out)

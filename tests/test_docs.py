@@ -18,6 +18,7 @@ can no longer be reproduced). The rules, checked here:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import shlex
@@ -35,14 +36,20 @@ PATH = re.compile(r"\b((?:benchmarks|tests|snncal|docs)/[\w./-]*\.(?:py|sh|json|
 SCRIPT = re.compile(r"\bpython3? ([\w./-]+\.py)\b")  # `python X.py`, wherever X lives
 
 
-def _tables_module():
-    spec = importlib.util.spec_from_file_location("tables", ROOT / "benchmarks" / "tables.py")
+@functools.cache
+def _benchmark(name: str = "tables"):
+    """The module ``benchmarks/NAME.py``, which may import its neighbours."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
     return module
 
 
-MARKER = _tables_module().MARKER
+MARKER = _benchmark().MARKER
 
 
 def tables_in(path: Path) -> list[tuple[int, str, list[str]]]:
@@ -75,7 +82,7 @@ def test_generated_table_equals_its_data(where, args, table):
     assert argv[0] != "reproduce", f"{where}: a marked table is printed from docs/data/, not from runs/"
     data_file = ROOT / argv[1]  # every printer: SUBCOMMAND DATA_FILE [options]
     assert data_file.is_file() and data_file.parent == ROOT / "docs" / "data", where
-    printed = _tables_module().render(argv).splitlines()
+    printed = _benchmark().render(argv).splitlines()
     assert table == printed, f"{where} differs from `python benchmarks/tables.py {args}`"
 
 
@@ -118,7 +125,7 @@ def test_the_rules_catch_a_hand_edited_table(tmp_path):
     figure table without a marker is found."""
     (_, _, args, table) = next(t for t in _marked() if "quickstart" in t[2])
     edited = [*table[:-1], table[-1].replace("93.", "94.")]
-    assert edited != _tables_module().render(shlex.split(args)).splitlines()
+    assert edited != _benchmark().render(shlex.split(args)).splitlines()
     doc = tmp_path / "doc.md"
     doc.write_text("text\n\n| a | b |\n|---|---|\n| x | 0.97 |\n")
     ((_, above, rows),) = tables_in(doc)
@@ -126,7 +133,7 @@ def test_the_rules_catch_a_hand_edited_table(tmp_path):
 
 
 def test_tables_refuse_a_file_of_another_kind_and_an_empty_selection_in_one_line():
-    render = _tables_module().render
+    render = _benchmark().render
     with pytest.raises(SystemExit, match=r"^tables.py calibrated: docs/data/peers_cifar.json is not a file"):
         render(["calibrated", "docs/data/peers_cifar.json"])
     with pytest.raises(SystemExit, match=r"^tables.py table9: no rows of .* a T of 0$"):
@@ -136,13 +143,7 @@ def test_tables_refuse_a_file_of_another_kind_and_an_empty_selection_in_one_line
 def test_a_kept_command_keeps_every_flag_given():
     """collect.py rebuilds the command of a results file from its settings: a flag turned off
     (``--no-per-channel``) is part of the command, an option not given is not."""
-    spec = importlib.util.spec_from_file_location("collect", ROOT / "benchmarks" / "collect.py")
-    collect = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec.loader.exec_module(collect)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    collect = _benchmark("collect")
     config = {"command": "sweep", "T": [32, 128], "per_channel": False, "progress": True,
               "threshold": "max", "weight_iters": None, "verbose": 0}
     assert collect._command(config) == "snncal sweep --T 32 128 --no-per-channel --progress --threshold max"
