@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -126,8 +127,7 @@ def zoo_rows(args: argparse.Namespace) -> list[dict]:
                        "seconds": time.perf_counter() - t0}
                 if args.layers:
                     kinds, reference = layer_kinds(snn), snncal.convert(model, calib, cfg, method="none")
-                    row["layers"] = [{"name": e.name, "kind": kinds[e.name], "total": e.total,
-                                      "input": e.input, "temporal": e.temporal, "target": e.target}
+                    row["layers"] = [{**asdict(e), "kind": kinds[e.name]}
                                      for e in layer_errors(snn, images, reference)]
                 print({k: v for k, v in row.items() if k != "layers"}, flush=True)
                 rows.append(row)
@@ -183,14 +183,12 @@ def main() -> None:
         images = torch.stack([test[i][0] for i in range(256)])
         reference = snncal.convert(model, train, cfg, method="none")
         kinds = layer_kinds(snn)
-        row["layers"] = [{"name": e.name, "kind": kinds[e.name], "total": e.total, "input": e.input,
-                          "temporal": e.temporal, "target": e.target}
-                         for e in layer_errors(snn, images, reference)]
-        print("| layer | kind | total | input | temporal | mean square of the ANN output |")
-        print("|---|---|---|---|---|---|")
+        row["layers"] = [{**asdict(e), "kind": kinds[e.name]} for e in layer_errors(snn, images, reference)]
+        print("| layer | kind | total | input | temporal | excess | mean square of the ANN output |")
+        print("|---|---|---|---|---|---|---|")
         for e in row["layers"]:
             print(f"| {e['name']} | {e['kind']} | {e['total']:.3g} | {e['input']:.3g} | "
-                  f"{e['temporal']:.3g} | {e['target']:.3g} |")
+                  f"{e['temporal']:.3g} | {e['excess']:.3g} | {e['target']:.3g} |")
     if args.out:  # rows of other checkpoints / methods / T already in the file are kept
         old = json.loads(Path(args.out).read_text())["rows"] if Path(args.out).exists() else []
         key = ("model", "method", "T", "set")

@@ -261,7 +261,10 @@ def layers(data: dict) -> str:
     """`benchmarks/fidelity.py --ckpt --layers`: a trained SNN's accuracy and where its error sits,
     by the kind of layer feeding each neuron: the mean over those neurons of the rate error against
     the ANN activation, its *input* part (from the spike trains it receives) and its *temporal*
-    part (from firing them out in T steps), each relative to the activation's mean square."""
+    part (from firing them out in T steps), each relative to the activation's mean square; and
+    the temporal part's sign, the mean excess of the rate over ClipFloor of its mean input,
+    relative to the activation's root mean square (a column only for rows recorded with it)."""
+    signed = all("excess" in e for r in data["rows"] for e in r.get("layers", []))
     body = []
     for r in data["rows"]:
         for kind in ("depthwise", "pointwise", "other"):
@@ -269,10 +272,13 @@ def layers(data: dict) -> str:
             if not errs:
                 continue
             rel = [statistics.fmean(e[k] / e["target"] for e in errs) for k in ("total", "input", "temporal")]
+            cells = [f"{v:.3g}" for v in rel]
+            if signed:
+                cells.append(f"{statistics.fmean(e['excess'] / e['target'] ** 0.5 for e in errs):+.3g}")
             body.append([r["model"], r["method"], r["T"], f"{r['ann_acc']:.2f}", f"{r['acc']:.2f}", kind,
-                         len(errs), *(f"{v:.3g}" for v in rel)])
+                         len(errs), *cells])
     return markdown_table(["checkpoint", "method", "T", "ANN %", "SNN %", "neurons fed by", "n",
-                           "rel. error: total", "input", "temporal"], body)
+                           "rel. error: total", "input", "temporal", *(["excess"] if signed else [])], body)
 
 
 def calibrated(data: dict) -> str:

@@ -156,3 +156,26 @@ def test_layer_errors_split_a_layers_error_into_its_input_and_its_spike_trains()
     light = snncal.convert(net, x, T=8, method="light")
     errors = layer_errors(light, x, reference)
     assert all(e.total >= 0 and e.input >= 0 and e.temporal >= 0 for e in errors)
+    assert first.excess == 0 and all(e.excess**2 <= e.temporal * (1 + 1e-6) for e in errors)
+
+
+def test_layer_errors_sign_the_temporal_error_switched_inputs_fire_spikes_later_inputs_take_back():
+    from snncal.core.evaluate import layer_errors
+
+    # current = x1 - x2 / 2; switch-coded, both inputs are on at first and the smaller goes off
+    # first: when x1 < x2 the neuron fires on +1/2 early, then gets -1/2 it cannot answer
+    torch.manual_seed(0)
+    x = torch.rand(64, 2, 4, 4)
+    net = nn.Sequential(nn.Conv2d(2, 1, 1, bias=False), nn.ReLU(), nn.Conv2d(1, 1, 1, bias=False), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(16, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, -0.5]).view(1, 2, 1, 1))
+        net[2].weight.fill_(1.0)
+    excess = {}
+    for encoding in ("direct", "switch"):
+        snn = snncal.convert(net, x, T=16, threshold="max", encoding=encoding)
+        first = layer_errors(snn, x, snn)[0]
+        excess[encoding] = first.excess
+        assert first.excess**2 <= first.temporal  # a mean is at most the root mean square
+    assert excess["direct"] == 0  # a constant current fires exactly its ClipFloor
+    assert excess["switch"] > 0.02  # 0.0376 at this seed: a tenth of the activation's RMS (0.40)

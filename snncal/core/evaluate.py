@@ -281,7 +281,9 @@ class LayerError:
     (``ReLU``, clipped for ReLU6) of the neuron's mean input current against it (what the layers
     before, and this layer's weights, leave); ``temporal``: the rate against ``ClipFloor`` of that
     mean current (what the spike trains' variation in time adds over a constant current);
-    ``target``: the ANN activation's mean square.
+    ``target``: the ANN activation's mean square; ``excess``: the temporal error's sign, the mean
+    of the rate minus that ``ClipFloor`` (> 0: spikes fired early for charge that later inputs take
+    back; < 0: charge that came too late to be fired, or was lost to a reset to zero).
     """
 
     name: str
@@ -289,6 +291,7 @@ class LayerError:
     input: float
     temporal: float
     target: float
+    excess: float
 
 
 @torch.no_grad()
@@ -312,5 +315,5 @@ def layer_errors(snn: SpikingNetwork, images: Tensor, reference: SpikingNetwork)
             floor = clip_floor(current, neuron.threshold, snn.T, neuron.v0)
             pairs = ((rate, target), (neuron.relu(current), target), (rate, floor), (target, 0.0))
             mse = [float(((a - b) ** 2).mean()) for a, b in pairs]
-            rows.append(LayerError(layer.name, *mse))
+            rows.append(LayerError(layer.name, *mse, float((rate - floor).mean())))
     return rows
