@@ -124,9 +124,12 @@ def test_sweep_resumes_where_it_stopped(ann, fmnist, tmp_path, monkeypatch, caps
     assert saved["config"]["methods"] == ["none", "light"] and saved["config"]["num_images"] == 32
     assert (out / "sweep.png").exists() and (out / "sweep.md").read_text().startswith("# Sweep")
 
+    assert main([*args, "--cache-gb", "0"]) == 0 and calls == []  # memory, not a protocol: resumes
     # another protocol (other calibration set size) must not mix into the same file
+    capsys.readouterr()
     assert main([*args, "--num-images", "16"]) == 2
-    assert "another protocol" in capsys.readouterr().err
+    err = capsys.readouterr().err  # one line naming what differs, nothing else
+    assert "another protocol (convert.num_images: file 32 vs now 16)" in err and err.count("\n") == 1
 
 
 def test_reproduce_writes_the_paper_table(ann, fmnist, tmp_path, capsys) -> None:

@@ -111,7 +111,9 @@ class Experiment:
         self.test = evenly_spaced(test_data, test_images)
         self.subset = describe_subset(len(self.test), len(test_data))  # type: ignore[arg-type]
         self.batch_size, self.workers = batch_size, workers
-        fixed = {k: v for k, v in base.to_dict().items() if k not in ("method", "T", "seed")}
+        # cache_gb bounds memory, never the numbers (tests/test_calibrate.py): a run restarted
+        # with less memory resumes its file
+        fixed = {k: v for k, v in base.to_dict().items() if k not in ("method", "T", "seed", "cache_gb")}
         self.results = ResultsFile(results, config or {}, {
             **(protocol or {}), "test_images": self.subset, "convert": fixed,
         })

@@ -90,6 +90,18 @@ def summarize(rows: Iterable[Row]) -> dict[tuple[str, int], tuple[float, float, 
     }
 
 
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"key: file A vs now B"`` for each entry that differs, nested dicts by their dotted keys."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: file {a!r} vs now {b!r}")
+    return out
+
+
 class ResultsFile:
     """A resumable results file of :class:`Row` s, rewritten atomically after each row.
 
@@ -124,10 +136,9 @@ class ResultsFile:
         return saved
 
     def _resume(self, saved: dict[str, Any]) -> None:
-        old = saved.get("protocol", {})
-        diff = sorted(k for k in set(old) | set(self.protocol) if old.get(k) != self.protocol.get(k))
+        diff = _differences(saved.get("protocol", {}), self.protocol)
         if diff:
-            detail = "; ".join(f"{k}: file {old.get(k)!r} vs now {self.protocol.get(k)!r}" for k in diff)
+            detail = "; ".join(diff)
             raise ValueError(
                 f"{self.path} holds results of another protocol ({detail}); "
                 "use another --out or delete the file"
