@@ -3,8 +3,8 @@
 (the delayed readout of LTB, the pre-simulation steps of SRP and COS, without their retraining).
 
 One conversion per method and T (calibrated for a readout over all ``T`` steps), one simulation of
-the test subset, and for each delay ``d``: top-1 accuracy, agreement with the ANN and the mean
-squared difference of the logits from the ANN's. The record of docs/results.md, section 6:
+the test subset, and for each delay ``d``: top-1 accuracy, agreement with the ANN and the logit
+MSE of ``snncal.evaluate`` (the mean over images of the squared distance to the ANN's logits). The record of docs/results.md, section 6:
 
     python benchmarks/readout.py --ckpt runs/resnet20_he/last --data data/cifar10 \\
         --methods light advanced+ --T 4 8 --delays 0 1 2 --threads 1 \\
@@ -64,7 +64,7 @@ def main() -> None:
                              "acc": float((out.argmax(1) == y).float().mean() * 100),
                              "ann_acc": float((ann.argmax(1) == y).float().mean() * 100),
                              "agreement": float((out.argmax(1) == ann.argmax(1)).float().mean() * 100),
-                             "logit_mse": float(((out - ann) ** 2).mean()), "seconds": seconds})
+                             "logit_mse": float(((out - ann) ** 2).sum(1).mean()), "seconds": seconds})
                 print(rows[-1], flush=True)
     write_json(args.out, {"provenance": provenance(args.threads), "rows": rows})
 

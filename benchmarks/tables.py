@@ -21,6 +21,7 @@ from a results file of `snncal sweep` / `snncal reproduce`.
     python benchmarks/tables.py layers docs/data/layers_mobilenet_cifar.json
     python benchmarks/tables.py training docs/data/training.json
     python benchmarks/tables.py calibrated docs/data/ablation_mobilenet_cifar.json
+    python benchmarks/tables.py readout docs/data/readout_delay_resnet20_he.json
     python benchmarks/tables.py table9 docs/data/table9_mobilenet_cifar.json \
         --methods none opt light advanced light+ advanced+ --T 16 32 --part gap   # one table
 
@@ -304,10 +305,18 @@ def spread(data: dict) -> str:
     return markdown_table(header, body)
 
 
+def readout(data: dict) -> str:
+    """`benchmarks/readout.py`: a delayed readout at low T, the output averaged over the last
+    ``T - d`` of ``T`` steps: accuracy, its gap to the ANN, agreement with the ANN and logit MSE."""
+    body = [[r["method"], r["T"], r["delay"], f"{r['acc']:.2f}", f"{r['ann_acc'] - r['acc']:.2f}",
+             f"{r['agreement']:.2f}", f"{r['logit_mse']:.2f}"] for r in data["rows"]]
+    return markdown_table(["method", "T", "delay d", "accuracy %", "gap", "agreement %", "logit MSE"], body)
+
+
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
             "nir": nir, "peers": peers, "suite": suite, "pytorchcv": pytorchcv,
             "fidelity": fidelity, "spread": spread, "layers": layers, "training": training,
-            "calibrated": calibrated}
+            "calibrated": calibrated, "readout": readout}
 
 
 def _table9_rows(args: argparse.Namespace) -> tuple[dict, list[Row], float, str]:
