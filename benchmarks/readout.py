@@ -4,7 +4,8 @@
 
 One conversion per method and T (calibrated for a readout over all ``T`` steps), one simulation of
 the test subset, and for each delay ``d``: top-1 accuracy, agreement with the ANN and the logit
-MSE of ``snncal.evaluate`` (the mean over images of the squared distance to the ANN's logits). The record of docs/results.md, section 6:
+MSE of ``snncal.evaluate`` (the mean over images of the squared distance to the ANN's logits).
+The record of docs/results.md, section 6:
 
     python benchmarks/readout.py --ckpt runs/resnet20_he/last --data data/cifar10 \\
         --methods light advanced+ --T 4 8 --delays 0 1 2 --threads 1 \\
