@@ -27,7 +27,6 @@ from snncal.ann.data import build_dataset
 from snncal.core.subsets import evenly_spaced
 
 
-@torch.no_grad()
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True)
@@ -41,16 +40,29 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = p.parse_args()
+    if min(args.T) < 1:
+        p.error(f"each T must be at least 1, got {min(args.T)}")
     if min(args.delays) < 0 or max(args.delays) >= min(args.T):
         p.error(f"each delay must be in 0 .. T - 1 = {min(args.T) - 1}")
     torch.set_num_threads(args.threads)
+    try:
+        write_json(args.out, {"provenance": provenance(args.threads), "rows": rows(args)})
+    except (ValueError, OSError) as err:  # a bad checkpoint, data folder or setting: one line
+        p.error(str(err))
+
+
+@torch.no_grad()
+def rows(args: argparse.Namespace) -> list[dict]:
+    """One row per method, T and delay."""
     model, _ = load_checkpoint(args.ckpt)
     train = build_dataset("cifar10", args.data, "train", augment="none")
     test = evenly_spaced(build_dataset("cifar10", args.data, "test"), args.test_images)
     x = torch.stack([test[i][0] for i in range(len(test))])
     y = torch.tensor([test[i][1] for i in range(len(test))])
-    ann = model(x)
-    rows = []
+    logits = model(x)
+    ann = logits.argmax(1)
+    ann_acc = float((ann == y).float().mean() * 100)
+    out = []
     for method in args.methods:
         for T in args.T:
             t0 = time.perf_counter()
@@ -60,14 +72,13 @@ def main() -> None:
             # running averages after 1 .. T steps; the readout of steps d+1 .. T is their difference
             avg = torch.cat([snn.simulate(b, T, every_step=True) for b in x.split(100)], 1)
             for d in args.delays:
-                out = (T * avg[T - 1] - d * avg[d - 1]) / (T - d) if d else avg[T - 1]
-                rows.append({"model": Path(args.ckpt).parent.name, "method": method, "T": T, "delay": d,
-                             "acc": float((out.argmax(1) == y).float().mean() * 100),
-                             "ann_acc": float((ann.argmax(1) == y).float().mean() * 100),
-                             "agreement": float((out.argmax(1) == ann.argmax(1)).float().mean() * 100),
-                             "logit_mse": float(((out - ann) ** 2).sum(1).mean()), "seconds": seconds})
-                print(rows[-1], flush=True)
-    write_json(args.out, {"provenance": provenance(args.threads), "rows": rows})
+                read = (T * avg[T - 1] - d * avg[d - 1]) / (T - d) if d else avg[T - 1]
+                out.append({"model": Path(args.ckpt).parent.name, "method": method, "T": T, "delay": d,
+                            "acc": float((read.argmax(1) == y).float().mean() * 100), "ann_acc": ann_acc,
+                            "agreement": float((read.argmax(1) == ann).float().mean() * 100),
+                            "logit_mse": float(((read - logits) ** 2).sum(1).mean()), "seconds": seconds})
+                print(out[-1], flush=True)
+    return out
 
 
 if __name__ == "__main__":

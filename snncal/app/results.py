@@ -138,9 +138,8 @@ class ResultsFile:
     def _resume(self, saved: dict[str, Any]) -> None:
         diff = _differences(saved.get("protocol", {}), self.protocol)
         if diff:
-            detail = "; ".join(diff)
             raise ValueError(
-                f"{self.path} holds results of another protocol ({detail}); "
+                f"{self.path} holds results of another protocol ({'; '.join(diff)}); "
                 "use another --out or delete the file"
             )
         names = {f.name for f in fields(Row)}
