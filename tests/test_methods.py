@@ -256,6 +256,25 @@ def test_hybrid_trains_on_the_training_set_and_lowers_its_loss():
         assert change > 0.05, key
 
 
+def test_hybrid_images_shortens_each_epoch_to_a_fresh_draw():
+    from snncal.core.calibrate.finetune import _epoch
+    from snncal.core.config import ConvertConfig
+
+    x = torch.arange(64.0).view(64, 1)
+    train = torch.utils.data.TensorDataset(x, torch.zeros(64, dtype=torch.long))
+    cfg = ConvertConfig(T=8, hybrid_batch=8, hybrid_images=20)
+    order = torch.Generator().manual_seed(0)
+    epochs = [torch.cat([b for b, _ in _epoch(train, cfg, order)]).flatten() for _ in range(2)]
+    assert [len(e) for e in epochs] == [20, 20] and [len(set(e.tolist())) for e in epochs] == [20, 20]
+    assert set(epochs[0].tolist()) != set(epochs[1].tolist())  # a fresh draw, not a fixed subset
+    whole = torch.cat([b for b, _ in _epoch(train, ConvertConfig(T=8, hybrid_batch=8), order)])
+    assert sorted(whole.flatten().tolist()) == x.flatten().tolist()
+    with pytest.raises(ValueError, match="hybrid_images must be"):
+        ConvertConfig(hybrid_images=0)
+    with pytest.raises(ValueError, match="give it a Subset"):
+        next(_epoch(torch.utils.data.DataLoader(train, batch_size=8), cfg, order))
+
+
 def test_a_new_method_with_a_new_step_plugs_in_without_touching_calibrate():
     calls = []
 

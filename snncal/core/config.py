@@ -54,6 +54,8 @@ class ConvertConfig:
                             "(train_data; the authors: about 20), 0 skips it")
     hybrid_batch: int = _f(64, "minibatch of training images in hybrid fine-tuning at T <= 32, "
                            "fewer beyond (the authors' 64)")
+    hybrid_images: int | None = _f(None, "training images per epoch of hybrid fine-tuning, a fresh "
+                                   "seeded draw each epoch (None: the whole training set)")
     hybrid_lr: float = _f(1e-4, "initial Adam learning rate of hybrid fine-tuning (the authors'), "
                           "divided by 5 at 60, 80 and 90 % of the epochs")
     cache_gb: float = _f(4.0, "memory for what the calibration sweep keeps between passes: spike "
@@ -72,8 +74,9 @@ class ConvertConfig:
             raise ValueError(f"method must be a method name, got {self.method!r}")
         for name in ("T", "num_images", "batch_size", "weight_batch", "hybrid_batch"):
             check_int(name, getattr(self, name), low=1)
-        if self.max_batch is not None:
-            check_int("max_batch", self.max_batch, low=1)
+        for name in ("max_batch", "hybrid_images"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), low=1)
         check_int("weight_iters", self.weight_iters, low=0)
         check_int("hybrid_epochs", self.hybrid_epochs, low=0)
         check_int("seed", self.seed, low=None)

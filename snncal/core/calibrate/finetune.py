@@ -52,7 +52,8 @@ def hybrid_finetune(snn: SpikingNetwork, train_data: Dataset | DataLoader | None
 
     A Dataset is read in shuffled minibatches of ``cfg.hybrid_batch`` images at T <= 32 and
     proportionally fewer beyond (``hybrid_batch * 32 // T``, at least one): back-propagation
-    through time keeps every step's activations, a bound of ``32 * hybrid_batch`` image-steps. A
+    through time keeps every step's activations, a bound of ``32 * hybrid_batch`` image-steps.
+    ``cfg.hybrid_images`` shortens each epoch of a Dataset to that many images, drawn afresh. A
     DataLoader is read as it is, in its own minibatches.
     """
     if cfg.hybrid_epochs == 0:
@@ -97,11 +98,14 @@ def _epoch(data: Dataset | DataLoader, cfg: ConvertConfig, order: torch.Generato
     """One epoch of ``(x, y)`` minibatches; under ``torch.distributed`` padded with empty ones to
     the same count on every rank."""
     if isinstance(data, DataLoader):
+        if cfg.hybrid_images is not None:
+            raise ValueError("hybrid_images draws from a Dataset; a DataLoader is read as it is: "
+                             "give it a Subset, or pass the Dataset")
         batches: Iterator = iter(data)
         count = len(data)
     else:
         batch = max(1, cfg.hybrid_batch * 32 // max(cfg.T, 32))
-        index = _minibatches(len(data), batch, order)
+        index = _minibatches(len(data), batch, order, cfg.hybrid_images)
         batches, count = (_stack([data[int(i)] for i in idx]) for idx in index), len(index)
     total = int(dist.all_reduce_max(torch.tensor(count)))
     empty = None
@@ -118,12 +122,13 @@ def _stack(items: list) -> tuple[Tensor, Tensor]:
         [torch.as_tensor(y) for _, y, *_ in items])
 
 
-def _minibatches(n: int, batch: int, gen: torch.Generator) -> list[Tensor]:
-    """A shuffled epoch of ``n`` indices in minibatches of ``batch``; under ``torch.distributed``
-    of this rank's part of ``batch`` (its share of all ranks' ``n``)."""
+def _minibatches(n: int, batch: int, gen: torch.Generator, images: int | None = None) -> list[Tensor]:
+    """A shuffled epoch of ``n`` indices (the first ``images`` of all ranks' ``n`` when given) in
+    minibatches of ``batch``; under ``torch.distributed`` this rank's share of both."""
     total = int(dist.sum_scalars(n)[0])
     size = max(1, round(batch * n / total))
-    return list(torch.randperm(n, generator=gen).split(size))
+    keep = n if images is None or images >= total else max(1, round(images * n / total))
+    return list(torch.randperm(n, generator=gen)[:keep].split(size))
 
 
 def _ratio(total: float, count: int) -> float:
