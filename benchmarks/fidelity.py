@@ -9,7 +9,8 @@ from the product's evaluation layer (``snncal.evaluate`` and ``snncal.core.evalu
   measure to compare calibration settings with;
 - with ``--layers``, for every IF neuron on the first 256 images of that subset, the error of its
   rate against the ANN (as converted, before calibration changes its weights), split into the
-  *input* and the *temporal* error (``LayerError``).
+  *input* and the *temporal* error (``LayerError``), and its mean threshold (to compare the
+  threshold rules of two methods layer by layer).
 
 Example (docs/results.md):
 
@@ -182,13 +183,15 @@ def main() -> None:
     if args.layers:
         images = torch.stack([test[i][0] for i in range(256)])
         reference = snncal.convert(model, train, cfg, method="none")
-        kinds = layer_kinds(snn)
-        row["layers"] = [{**asdict(e), "kind": kinds[e.name]} for e in layer_errors(snn, images, reference)]
-        print("| layer | kind | total | input | temporal | excess | mean square of the ANN output |")
-        print("|---|---|---|---|---|---|---|")
+        kinds, neurons = layer_kinds(snn), snn.neurons()
+        row["layers"] = [{**asdict(e), "kind": kinds[e.name],
+                          "threshold": float(neurons[e.name].threshold.mean())}
+                         for e in layer_errors(snn, images, reference)]
+        print("| layer | kind | total | input | temporal | excess | ANN output's mean square | mean Vth |")
+        print("|---|---|---|---|---|---|---|---|")
         for e in row["layers"]:
             print(f"| {e['name']} | {e['kind']} | {e['total']:.3g} | {e['input']:.3g} | "
-                  f"{e['temporal']:.3g} | {e['excess']:.3g} | {e['target']:.3g} |")
+                  f"{e['temporal']:.3g} | {e['excess']:.3g} | {e['target']:.3g} | {e['threshold']:.3g} |")
     if args.out:  # rows of other checkpoints / methods / T already in the file are kept
         old = json.loads(Path(args.out).read_text())["rows"] if Path(args.out).exists() else []
         key = ("model", "method", "T", "set")

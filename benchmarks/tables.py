@@ -282,6 +282,21 @@ def layers(data: dict) -> str:
                            "rel. error: total", "input", "temporal", *(["excess"] if signed else [])], body)
 
 
+def thresholds(data: dict) -> str:
+    """`benchmarks/fidelity.py --ckpt --layers`: two threshold rules side by side, layer by layer:
+    each row's (method's) mean threshold and its neuron's rate error relative to the activation's
+    mean square, split into the part received (*input*) and the part its own spike trains add."""
+    rows = data["rows"]
+    names = [e["name"] for e in rows[0]["layers"]]
+    by = [{e["name"]: e for e in r["layers"]} for r in rows]
+    body = [[i + 1, name, *(c for b in by for c in (f"{b[name]['threshold']:.3g}",
+                                                      f"{b[name]['input'] / b[name]['target']:.3g}",
+                                                      f"{b[name]['temporal'] / b[name]['target']:.3g}"))]
+            for i, name in enumerate(names)]
+    head = [h for r in rows for h in (f"{r['method']} Vth", "input", "temporal")]
+    return markdown_table(["#", "neuron", *head], body)
+
+
 def calibrated(data: dict) -> str:
     """`benchmarks/fidelity.py --ckpt`: a trained network's SNN against its ANN, one row per method
     and setting: accuracy, agreement of the predictions, logit MSE and calibration seconds."""
@@ -316,7 +331,7 @@ def readout(data: dict) -> str:
 PRINTERS = {"quickstart": quickstart, "speed": speed, "memory": memory, "calibration": calibration,
             "nir": nir, "peers": peers, "suite": suite, "pytorchcv": pytorchcv,
             "fidelity": fidelity, "spread": spread, "layers": layers, "training": training,
-            "calibrated": calibrated, "readout": readout}
+            "calibrated": calibrated, "readout": readout, "thresholds": thresholds}
 
 
 def _table9_rows(args: argparse.Namespace) -> tuple[dict, list[Row], float, str]:
