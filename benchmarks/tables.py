@@ -287,6 +287,9 @@ def thresholds(data: dict) -> str:
     each row's (method's) mean threshold and its neuron's rate error relative to the activation's
     mean square, split into the part received (*input*) and the part its own spike trains add."""
     rows = data["rows"]
+    if not rows or any("threshold" not in e for r in rows for e in r.get("layers", [{}])):
+        raise SystemExit("tables.py thresholds: every row needs its layers' thresholds: record it with "
+                         "`benchmarks/fidelity.py --ckpt ... --layers` (since commit aca0622)")
     names = [e["name"] for e in rows[0]["layers"]]
     by = [{e["name"]: e for e in r["layers"]} for r in rows]
     body = [[i + 1, name, *(c for b in by for c in (f"{b[name]['threshold']:.3g}",
